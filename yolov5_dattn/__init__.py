@@ -1,0 +1,20 @@
+"""yolov5-dattn: DAT's deformable attention (Xia et al., CVPR 2022) as YOLOv5 modules.
+
+Importing the package applies the compatibility layer and registers `DAttention`,
+`Bottleneck_DAttention` and `C3_DAttention` into YOLOv5's `parse_model`.
+"""
+from . import compat
+
+compat.apply_before_import()
+
+from .blocks import Bottleneck_DAttention, C3_DAttention, dattention_kwargs  # noqa: E402
+from .dattention import DAttention  # noqa: E402
+from .layernorm import LayerNormProxy  # noqa: E402
+from .registry import UnsupportedYOLOv5, register, register_module  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormProxy", "dattention_kwargs",
+           "register", "register_module", "UnsupportedYOLOv5"]
+
+compat.apply()
+register()

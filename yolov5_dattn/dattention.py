@@ -1,0 +1,272 @@
+"""Deformable attention of "Vision Transformer with Deformable Attention" (Xia et al., CVPR 2022).
+
+Every query attends to a small set of keys sampled at *learned* positions:
+
+1. offsets:  a light network looks at the queries of each offset group and predicts, for every
+             point of a reference grid of key positions, a 2-D shift (bounded by tanh);
+2. sample:   keys and values are read from the input at the shifted positions with bilinear
+             interpolation (`grid_sample`), one set of positions per offset group;
+3. attend:   ordinary multi-head softmax attention of all queries over the sampled keys,
+             plus a relative-position term (LePE depthwise conv, or a bias).
+
+Coordinates are normalised to [-1, 1] as `grid_sample(align_corners=True)` expects, stored (y, x).
+Parameter names follow the published YOLOv5 recipe so that weights move between the two.
+"""
+from typing import Optional, Sequence
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .layernorm import LayerNormProxy
+
+
+def _normalise(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Map pixel coordinates 0..size-1 to [-1, 1] (align_corners=True convention).
+
+    A map one pixel wide has no extent to normalise by; `grid_sample` reads its only pixel for any
+    coordinate there, so dividing by 1 instead of 0 keeps everything finite and changes nothing else.
+    """
+    return coord.div(max(size - 1, 1)).mul(2.0).sub(1.0)
+
+
+def reference_points(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Centres of an h×w grid of key cells, normalised as in DAT (`linspace(0.5, n-0.5, n)`).
+
+    Returns: (h, w, 2) in (y, x) order.
+    """
+    y = torch.linspace(0.5, h - 0.5, h, dtype=dtype, device=device)
+    x = torch.linspace(0.5, w - 0.5, w, dtype=dtype, device=device)
+    ref_y, ref_x = torch.meshgrid(_normalise(y, h), _normalise(x, w), indexing="ij")
+    return torch.stack((ref_y, ref_x), -1)
+
+
+def query_points(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Pixel positions of an h×w query map, normalised to [-1, 1].
+
+    Returns: (h, w, 2) in (y, x) order.
+    """
+    y = torch.arange(h, dtype=dtype, device=device)
+    x = torch.arange(w, dtype=dtype, device=device)
+    q_y, q_x = torch.meshgrid(_normalise(y, h), _normalise(x, w), indexing="ij")
+    return torch.stack((q_y, q_x), -1)
+
+
+class DAttention(nn.Module):
+    """Deformable multi-head attention over a (B, C, H, W) feature map.
+
+    Args:
+        channel: C, divisible by n_heads and n_groups.
+        q_size: (h, w) the feature map the block is declared for. Only `fixed_pe` depends on it;
+            every other variant runs at any size.
+        n_heads: attention heads; head_dim = C // n_heads.
+        n_groups: offset groups; each group of C // n_groups channels gets its own sampling points.
+        attn_drop, proj_drop: dropout on the attention weights / on the output.
+        stride: the reference grid of keys is the query map downsampled by `stride`.
+        offset_range_factor: offsets are bounded to ±factor key cells (tanh); < 0 means unbounded
+            offsets whose positions are clamped to the map.
+        use_pe: add a relative-position term. Which one: `dwc_pe` (a depthwise 3×3 conv of q added to
+            the output, LePE), else `fixed_pe` (a free (heads, Hq·Wq, Hk·Wk) bias), else `log_cpb`
+            (an MLP of log-spaced displacements), else a (heads, 2h-1, 2w-1) table sampled at each
+            query-key displacement.
+        no_off: no offsets; keys are the input average-pooled by `stride` (an ablation of DAT).
+        ksize: kernel of the depthwise conv of the offset network.
+        kv_size: (h, w) of the key grid for `fixed_pe`; defaults to q_size // stride.
+
+    Shapes:
+        x: (B, C, H, W) -> (B, C, H, W)
+
+    Set `record = True` to keep, after each forward, the sampling positions and attention weights
+    in `self.recorded` (see `forward`); off by default, when it costs nothing.
+    """
+
+    def __init__(self, channel: int, q_size: Sequence[int], n_heads: int = 8, n_groups: int = 4,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, stride: int = 1,
+                 offset_range_factor: float = 4, use_pe: bool = True, dwc_pe: bool = True,
+                 no_off: bool = False, fixed_pe: bool = False, ksize: int = 3, log_cpb: bool = False,
+                 kv_size: Optional[Sequence[int]] = None):
+        super().__init__()
+        if channel % n_heads or channel % n_groups or n_heads % n_groups:
+            raise ValueError(
+                f"DAttention: channels ({channel}) must be divisible by n_heads ({n_heads}) and "
+                f"n_groups ({n_groups}), and n_heads by n_groups: choose a width or n_heads/n_groups that divide")
+        self.q_h, self.q_w = (int(s) for s in q_size)
+        self.kv_h, self.kv_w = (int(s) for s in kv_size) if kv_size else (self.q_h // stride, self.q_w // stride)
+        self.nc = channel
+        self.n_heads, self.n_groups = n_heads, n_groups
+        self.n_head_channels = channel // n_heads
+        self.n_group_channels = channel // n_groups
+        self.n_group_heads = n_heads // n_groups
+        self.scale = self.n_head_channels ** -0.5
+        self.stride, self.ksize = stride, ksize
+        self.offset_range_factor = offset_range_factor
+        self.no_off = no_off
+        self.use_pe = use_pe and not no_off
+        self.dwc_pe, self.fixed_pe, self.log_cpb = dwc_pe, fixed_pe, log_cpb
+        self.record = False
+        self.recorded = None
+
+        gc = self.n_group_channels
+        self.conv_offset = nn.Sequential(
+            nn.Conv2d(gc, gc, ksize, stride, ksize // 2 if ksize != stride else 0, groups=gc),
+            LayerNormProxy(gc),
+            nn.GELU(),
+            nn.Conv2d(gc, 2, 1, 1, 0, bias=False),
+        )
+        if no_off:
+            self.conv_offset.requires_grad_(False)
+
+        self.proj_q = nn.Conv2d(channel, channel, 1)
+        self.proj_k = nn.Conv2d(channel, channel, 1)
+        self.proj_v = nn.Conv2d(channel, channel, 1)
+        self.proj_out = nn.Conv2d(channel, channel, 1)
+        # not in place: the recipe's inplace dropout breaks autograd when attn is reused
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+        self.rpe_table = None
+        if self.use_pe:
+            if dwc_pe:
+                self.rpe_table = nn.Conv2d(channel, channel, 3, 1, 1, groups=channel)
+            elif fixed_pe:
+                self.rpe_table = nn.Parameter(torch.zeros(n_heads, self.q_h * self.q_w, self.kv_h * self.kv_w))
+                nn.init.trunc_normal_(self.rpe_table, std=0.01)
+            elif log_cpb:
+                self.rpe_table = nn.Sequential(nn.Linear(2, 32), nn.ReLU(inplace=True),
+                                               nn.Linear(32, self.n_group_heads, bias=False))
+            else:
+                self.rpe_table = nn.Parameter(torch.zeros(n_heads, self.q_h * 2 - 1, self.q_w * 2 - 1))
+                nn.init.trunc_normal_(self.rpe_table, std=0.01)
+
+    @property
+    def pe_kind(self) -> str:
+        """Which relative-position term is in use: 'dwc', 'fixed', 'log_cpb', 'table' or 'none'."""
+        if not self.use_pe:
+            return "none"
+        return "dwc" if self.dwc_pe else "fixed" if self.fixed_pe else "log_cpb" if self.log_cpb else "table"
+
+    @property
+    def size_fixed(self) -> bool:
+        """True when the module only matches its parameters at the declared `q_size` (fixed_pe)."""
+        return self.pe_kind == "fixed"
+
+    # ---- 1. offsets ---------------------------------------------------------------------------
+    def sampling_positions(self, q: torch.Tensor):
+        """Where each offset group reads its keys.
+
+        Args:
+            q: projected queries (B, C, H, W).
+        Returns:
+            pos: (B·g, Hk, Wk, 2) sampling positions, (y, x) in [-1, 1] (beyond it when unclamped);
+            reference: (B·g, Hk, Wk, 2) the undeformed key grid.
+        """
+        B = q.shape[0]
+        q_groups = rearrange(q, "b (g c) h w -> (b g) c h w", g=self.n_groups)
+        offset = self.conv_offset(q_groups)  # (B·g, 2, Hk, Wk)
+        Hk, Wk = offset.shape[-2:]
+        reference = reference_points(Hk, Wk, q.dtype, q.device).expand(B * self.n_groups, Hk, Wk, 2)
+        if self.no_off:
+            return reference, reference
+        offset = rearrange(offset, "b p h w -> b h w p")
+        if self.offset_range_factor >= 0:
+            # one key cell is 2/(n-1) in normalised units; tanh bounds the shift to ±factor half-cells
+            cell = offset.new_tensor([1.0 / max(Hk - 1, 1), 1.0 / max(Wk - 1, 1)])
+            return offset.tanh() * cell * self.offset_range_factor + reference, reference
+        return (offset + reference).clamp(-1.0, 1.0), reference
+
+    # ---- 2. sample ----------------------------------------------------------------------------
+    def sample_keys(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Bilinearly read the input at the sampling positions, each group at its own.
+
+        Args:
+            x: (B, C, H, W) input; pos: (B·g, Hk, Wk, 2).
+        Returns:
+            (B, C, Hk·Wk) sampled features.
+        """
+        B, C, H, W = x.shape
+        if self.no_off:
+            sampled = F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride)
+        else:
+            sampled = F.grid_sample(x.reshape(B * self.n_groups, self.n_group_channels, H, W),
+                                    pos.flip(-1).to(x.dtype),  # grid_sample wants (x, y)
+                                    mode="bilinear", align_corners=True)
+        return sampled.reshape(B, C, -1)
+
+    # ---- relative-position bias ---------------------------------------------------------------
+    def position_bias(self, H: int, W: int, pos: torch.Tensor) -> Optional[torch.Tensor]:
+        """Additive attention bias for the 'fixed', 'log_cpb' and 'table' variants, else None.
+
+        Args:
+            H, W: query map; pos: (B·g, Hk, Wk, 2) sampling positions.
+        Returns:
+            (B, heads, H·W, Hk·Wk) or None.
+        """
+        kind = self.pe_kind
+        if kind in ("none", "dwc"):
+            return None
+        Bg, Hk, Wk, _ = pos.shape
+        B = Bg // self.n_groups
+        if kind == "fixed":
+            table = self.rpe_table
+            if table.shape[1:] != (H * W, Hk * Wk):
+                table = self._resized_fixed_table(H, W, Hk, Wk)
+            return table.unsqueeze(0).expand(B, -1, -1, -1)
+        # displacement from every query to every sampled key, normalised coordinates (y, x)
+        q_grid = query_points(H, W, pos.dtype, pos.device).reshape(1, H * W, 1, 2)
+        disp = q_grid - pos.reshape(Bg, 1, Hk * Wk, 2)  # (B·g, HW, Ns, 2)
+        if kind == "log_cpb":
+            d = disp * 4.0  # d in [-8, 8]; log-spacing as Swin-V2, scaled so |d| = 8 -> 1
+            d = torch.sign(d) * torch.log2(d.abs() + 1.0) / math.log2(8.0)
+            bias = self.rpe_table(d.to(self.rpe_table[0].weight.dtype))  # (B·g, HW, Ns, heads/g)
+            return rearrange(bias, "(b g) m n h -> b (g h) m n", g=self.n_groups)
+        # 'table': the (2h-1)×(2w-1) table spans displacements in [-2, 2]; read it by interpolation
+        table = rearrange(self.rpe_table, "(g h) y x -> g h y x", g=self.n_groups)
+        table = table.unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(Bg, self.n_group_heads, *table.shape[-2:])
+        bias = F.grid_sample(table, (disp * 0.5).flip(-1).to(table.dtype), mode="bilinear", align_corners=True)
+        return bias.reshape(B, self.n_heads, H * W, Hk * Wk)
+
+    def _resized_fixed_table(self, H: int, W: int, Hk: int, Wk: int) -> torch.Tensor:
+        """The fixed_pe table resampled to another query/key map size.
+
+        Only used so that shape probes (YOLOv5 builds models with a 256-px image, profiles them at 32)
+        run; training and inference at a size other than `q_size` are refused by `yolov5_dattn.fmap`.
+        Returns: (heads, H·W, Hk·Wk).
+        """
+        t = self.rpe_table.reshape(self.n_heads * self.q_h * self.q_w, 1, self.kv_h, self.kv_w)
+        t = F.interpolate(t, size=(Hk, Wk), mode="bilinear", align_corners=False)  # key axes
+        t = rearrange(t, "(n qh qw) 1 kh kw -> n (kh kw) qh qw", n=self.n_heads, qh=self.q_h)
+        t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)  # query axes
+        return rearrange(t, "n k h w -> n (h w) k")
+
+    # ---- 3. attend ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, C, H, W). Returns: (B, C, H, W).
+
+        With `record` on, `self.recorded` holds detached tensors: `pos` and `reference`
+        (B, g, Hk, Wk, 2) in normalised (y, x), and `attn` (B, heads, H·W, Hk·Wk).
+        """
+        B, C, H, W = x.shape
+        q = self.proj_q(x)
+        pos, reference = self.sampling_positions(q)
+        x_sampled = self.sample_keys(x, pos).unsqueeze(2)  # (B, C, 1, Ns): 1×1 convs need 4-D
+        k = rearrange(self.proj_k(x_sampled), "b (n c) 1 s -> b n s c", n=self.n_heads)
+        v = rearrange(self.proj_v(x_sampled), "b (n c) 1 s -> b n s c", n=self.n_heads)
+        q_heads = rearrange(q, "b (n c) h w -> b n (h w) c", n=self.n_heads)
+
+        attn = torch.einsum("bnmc,bnsc->bnms", q_heads, k) * self.scale
+        bias = self.position_bias(H, W, pos)
+        if bias is not None:
+            attn = attn + bias.to(attn.dtype)
+        attn = attn.softmax(dim=-1)
+        if self.record:
+            self.recorded = {"pos": pos.detach().reshape(B, self.n_groups, *pos.shape[1:]),
+                             "reference": reference.detach().reshape(B, self.n_groups, *pos.shape[1:]),
+                             "attn": attn.detach()}
+        out = torch.einsum("bnms,bnsc->bnmc", self.attn_drop(attn), v)
+        out = rearrange(out, "b n (h w) c -> b (n c) h w", h=H)
+        if self.pe_kind == "dwc":
+            out = out + self.rpe_table(q)
+        return self.proj_drop(self.proj_out(out))
