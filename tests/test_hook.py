@@ -85,6 +85,18 @@ def test_user_module_registration(tmp_path):
     m = build(tmp_path, small_cfg([-1, 1, "Scale2", [1024]]))
     assert isinstance(m.model[8], Scale2) and m.model[8].conv.out_channels == 256
 
+    @register_module(repeats=True, name="C3Twice")
+    class C3Like(nn.Module):
+        def __init__(self, c1, c2, n=1):
+            super().__init__()
+            self.m = nn.Sequential(*(nn.Conv2d(c1 if i == 0 else c2, c2, 1) for i in range(n)))
+
+        def forward(self, x):
+            return self.m(x)
+
+    m = build(tmp_path, small_cfg([-1, 3, "C3Twice", [1024]]), name="m2.yaml")
+    assert isinstance(m.model[8], C3Like) and len(m.model[8].m) == 1  # n = 3 × depth 0.33, inserted as argument
+
 
 def test_unknown_parse_model_shape_is_refused():
     fake = types.ModuleType("fake_yolo")
