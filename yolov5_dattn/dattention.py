@@ -11,8 +11,14 @@ Every query attends to a small set of keys sampled at *learned* positions:
 
 Coordinates are normalised to [-1, 1] as `grid_sample(align_corners=True)` expects, stored (y, x).
 Parameter names follow the published YOLOv5 recipe so that weights move between the two.
+
+How it is computed (the parameters stay the recipe's 1×1 `Conv2d`s; their weights are used as matrices):
+the four projections run as matmuls on a token layout (B, H·W, C), k and v as one matmul, and step 3 is
+`torch.nn.functional.scaled_dot_product_attention`, whose fused kernels never hold the (H·W)×(Hk·Wk)
+score matrix. That matrix is what made the straightforward form (kept as `tests/reference_dattention.py`)
+slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import math
 
@@ -78,6 +84,19 @@ class DAttention(nn.Module):
 
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
+
+    Which attention kernel runs (see `attend`):
+        - `dwc_pe` (the default), no position term, `no_off`: the fused
+          `scaled_dot_product_attention` (memory O(H·W·C), never the score matrix);
+        - `table`, `fixed_pe`, `log_cpb`: their bias is itself a (B, heads, H·W, Hk·Wk) tensor. When no
+          gradient has to reach it (inference, `torch.no_grad`) it goes to the fused kernel as an additive
+          float mask; when it needs one (training), the explicit path (scores -> softmax -> weights),
+          because the fused CPU kernel cannot return the mask's gradient;
+        - `record = True`: the explicit path, which is where the weights to record exist.
+
+    Precision: sampling positions and bilinear reads are computed in fp32 whatever the input dtype
+    (in bf16 a position on an 80-px map would be off by up to a third of a pixel); everything else
+    runs in the input's dtype or under `torch.autocast`.
 
     Set `record = True` to keep, after each forward, the sampling positions and attention weights
     in `self.recorded` (see `forward`); off by default, when it costs nothing.
@@ -160,14 +179,14 @@ class DAttention(nn.Module):
         Args:
             q: projected queries (B, C, H, W).
         Returns:
-            pos: (B·g, Hk, Wk, 2) sampling positions, (y, x) in [-1, 1] (beyond it when unclamped);
-            reference: (B·g, Hk, Wk, 2) the undeformed key grid.
+            pos: (B·g, Hk, Wk, 2) fp32 sampling positions, (y, x) in [-1, 1] (beyond it when unclamped);
+            reference: (B·g, Hk, Wk, 2) fp32, the undeformed key grid.
         """
         B = q.shape[0]
         q_groups = rearrange(q, "b (g c) h w -> (b g) c h w", g=self.n_groups)
-        offset = self.conv_offset(q_groups)  # (B·g, 2, Hk, Wk)
+        offset = self.conv_offset(q_groups).float()  # (B·g, 2, Hk, Wk)
         Hk, Wk = offset.shape[-2:]
-        reference = reference_points(Hk, Wk, q.dtype, q.device).expand(B * self.n_groups, Hk, Wk, 2)
+        reference = reference_points(Hk, Wk, torch.float32, q.device).expand(B * self.n_groups, Hk, Wk, 2)
         if self.no_off:
             return reference, reference
         offset = rearrange(offset, "b p h w -> b h w p")
@@ -184,15 +203,15 @@ class DAttention(nn.Module):
         Args:
             x: (B, C, H, W) input; pos: (B·g, Hk, Wk, 2).
         Returns:
-            (B, C, Hk·Wk) sampled features.
+            (B, C, Hk·Wk) sampled features, in x's dtype (the bilinear read itself is fp32).
         """
         B, C, H, W = x.shape
         if self.no_off:
             sampled = F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride)
         else:
-            sampled = F.grid_sample(x.reshape(B * self.n_groups, self.n_group_channels, H, W),
-                                    pos.flip(-1).to(x.dtype),  # grid_sample wants (x, y)
-                                    mode="bilinear", align_corners=True)
+            sampled = F.grid_sample(x.reshape(B * self.n_groups, self.n_group_channels, H, W).float(),
+                                    pos.flip(-1).float(),  # grid_sample wants (x, y)
+                                    mode="bilinear", align_corners=True).to(x.dtype)
         return sampled.reshape(B, C, -1)
 
     # ---- relative-position bias ---------------------------------------------------------------
@@ -242,6 +261,28 @@ class DAttention(nn.Module):
         return rearrange(t, "n k h w -> n (h w) k")
 
     # ---- 3. attend ----------------------------------------------------------------------------
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Multi-head softmax attention, fused unless the weights are needed (see the class docstring).
+
+        Args:
+            q: (B, heads, M, c); k, v: (B, heads, N, c); bias: (B, heads, M, N) additive, or None.
+        Returns:
+            out (B, heads, M, c) and, on the explicit path only, the weights (B, heads, M, N).
+        """
+        drop = self.attn_drop.p if self.training else 0.0
+        bias_needs_grad = bias is not None and bias.requires_grad and torch.is_grad_enabled()
+        if not (self.record or bias_needs_grad):
+            # detached: no gradient is wanted here, and a mask that requires one sends SDPA to its math path
+            mask = None if bias is None else bias.detach().to(q.dtype)
+            # SDPA's default scale is head_dim ** -0.5, which is self.scale (and its `scale=` needs torch >= 2.1)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop), None
+        scores = torch.matmul(q * self.scale, k.transpose(-1, -2))
+        if bias is not None:
+            scores = scores + bias.to(scores.dtype)
+        attn = scores.softmax(dim=-1)
+        return torch.matmul(self.attn_drop(attn), v), attn
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, C, H, W). Returns: (B, C, H, W).
 
@@ -249,24 +290,32 @@ class DAttention(nn.Module):
         (B, g, Hk, Wk, 2) in normalised (y, x), and `attn` (B, heads, H·W, Hk·Wk).
         """
         B, C, H, W = x.shape
-        q = self.proj_q(x)
-        pos, reference = self.sampling_positions(q)
-        x_sampled = self.sample_keys(x, pos).unsqueeze(2)  # (B, C, 1, Ns): 1×1 convs need 4-D
-        k = rearrange(self.proj_k(x_sampled), "b (n c) 1 s -> b n s c", n=self.n_heads)
-        v = rearrange(self.proj_v(x_sampled), "b (n c) 1 s -> b n s c", n=self.n_heads)
-        q_heads = rearrange(q, "b (n c) h w -> b n (h w) c", n=self.n_heads)
+        n = self.n_heads
+        # (B, HW, C) tokens: the layout the fused kernel reads without copying (from (B, C, HW) it is ~5× slower)
+        q = F.linear(x.flatten(2).transpose(1, 2), _matrix(self.proj_q), self.proj_q.bias)  # (B, HW, C)
+        q_map = q.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W) view of the same memory
 
-        attn = torch.einsum("bnmc,bnsc->bnms", q_heads, k) * self.scale
-        bias = self.position_bias(H, W, pos)
-        if bias is not None:
-            attn = attn + bias.to(attn.dtype)
-        attn = attn.softmax(dim=-1)
+        pos, reference = self.sampling_positions(q_map)
+        keys = self.sample_keys(x, pos).transpose(1, 2)  # (B, Ns, C) view
+        kv_weight = torch.cat((_matrix(self.proj_k), _matrix(self.proj_v)))  # one matmul for k and v
+        kv_bias = torch.cat((self.proj_k.bias, self.proj_v.bias))
+        k, v = F.linear(keys, kv_weight, kv_bias).chunk(2, dim=-1)  # 2 × (B, Ns, C)
+
+        heads = lambda t: t.unflatten(-1, (n, -1)).transpose(1, 2)  # (B, L, C) -> (B, heads, L, c) view
+        out, attn = self.attend(heads(q), heads(k), heads(v), self.position_bias(H, W, pos))
         if self.record:
             self.recorded = {"pos": pos.detach().reshape(B, self.n_groups, *pos.shape[1:]),
                              "reference": reference.detach().reshape(B, self.n_groups, *pos.shape[1:]),
                              "attn": attn.detach()}
-        out = torch.einsum("bnms,bnsc->bnmc", self.attn_drop(attn), v)
-        out = rearrange(out, "b n (h w) c -> b (n c) h w", h=H)
+        out = out.transpose(1, 2).flatten(2)  # (B, HW, C)
         if self.pe_kind == "dwc":
-            out = out + self.rpe_table(q)
-        return self.proj_drop(self.proj_out(out))
+            out = out + self.rpe_table(q_map).flatten(2).transpose(1, 2)
+        y = F.linear(out, _matrix(self.proj_out), self.proj_out.bias)  # (B, HW, C)
+        # back to an ordinary NCHW map: a channels-last result would change the memory format of every
+        # YOLOv5 layer after this one
+        return self.proj_drop(y.transpose(1, 2).reshape(B, C, H, W).contiguous())
+
+
+def _matrix(conv: nn.Conv2d) -> torch.Tensor:
+    """The (C_out, C_in) matrix of a 1×1 convolution's weight (a view, so gradients reach the conv)."""
+    return conv.weight.flatten(1)

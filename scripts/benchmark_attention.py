@@ -1,0 +1,381 @@
+#!/usr/bin/env python
+"""How fast and how lean is DAttention? The fused module against the einsum reference, same weights.
+
+For each case (level P5/P4/P3 × batch × forward / forward+backward) both implementations run in fresh
+processes, one after the other, so their ratios come from the same moment of a shared machine:
+
+    median latency     of --runs timed calls after one warm-up call;
+    peak memory        growth of the process high-water mark over the timed calls: VmHWM is reset through
+                       /proc/self/clear_refs after the warm-up call (so one-time library set-up, ~140 MB of
+                       MKL/oneDNN buffers, is not counted) and glibc is told to hand every block over 1 MiB
+                       back to the system when freed (MALLOC_MMAP_THRESHOLD_), so that memory the warm-up
+                       used and freed is not silently reused; on CUDA, torch.cuda.max_memory_allocated;
+    % of peak          FLOPs (torch's FlopCounterMode, backward included) / median latency, over the
+                       machine's fp32 (or --dtype) matmul peak measured here, before and after the cases.
+
+Reference cases whose score matrices would not fit in --max-gb are skipped and say so.
+
+    python scripts/benchmark_attention.py                          # the full table, fp32, 2 threads
+    python scripts/benchmark_attention.py --levels P3 --batch 1 --json bench.json
+    python scripts/benchmark_attention.py --device cuda --dtype fp16 bf16
+    python scripts/benchmark_attention.py --train-step configs/yolov5s_c3_dattn_p3p4p5.yaml --imgsz 640 --batch 16
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS = {"P5": (512, 20), "P4": (256, 40), "P3": (128, 80)}  # channels, map side at --imgsz 640
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS),
+                        help="pyramid levels to measure: P5 (C=512, 20×20), P4 (C=256, 40×40), P3 (C=128, 80×80)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="batch sizes to measure (default 1 4 16; with --train-step one size, default 16)")
+    parser.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
+                        help="forward only (under no_grad) and/or forward+backward")
+    parser.add_argument("--impl", nargs="+", default=["reference", "fast"], choices=["reference", "fast"],
+                        help="implementations to measure; ratios need both")
+    parser.add_argument("--dtype", nargs="+", default=None, choices=DTYPES,
+                        help="precisions to measure (default: fp32 on CPU; fp32 fp16 bf16 on CUDA)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in every measuring process")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="timed calls per case (fewer when a case would take longer than --case-seconds)")
+    parser.add_argument("--case-seconds", type=float, default=60.0,
+                        help="stop timing a case after this many seconds (at least 2 timed calls)")
+    parser.add_argument("--max-gb", type=float, default=10.0,
+                        help="skip reference cases whose estimated peak memory exceeds this many GiB")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--train-step", type=Path, default=None, metavar="CFG",
+                        help="instead of the table: peak memory and time of one training step of this model YAML "
+                             "(forward, YOLOv5 loss, backward, SGD step) with random images and boxes")
+    parser.add_argument("--imgsz", type=int, default=640, help="--train-step image size")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one measurement, JSON spec
+    return parser.parse_args(argv)
+
+
+# ---- measuring (runs inside a fresh worker process) -------------------------------------------------
+def _proc_status_kib(key: str) -> int:
+    """A `VmRSS`/`VmHWM` line of /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def _reset_high_water_mark() -> int:
+    """Reset VmHWM to the current RSS where the kernel allows it; returns the baseline in KiB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status_kib("VmRSS")
+    except OSError:  # not writable here: growth is then measured from the existing high-water mark
+        return _proc_status_kib("VmHWM")
+
+
+def _import_attention_modules():
+    """DAttention and the reference without the package __init__, which imports YOLOv5 (~7 s per process);
+    the attention itself needs only torch and einops."""
+    if "yolov5_dattn" not in sys.modules:
+        spec = importlib.util.find_spec("yolov5_dattn")
+        if spec is None:
+            sys.path.insert(0, str(ROOT))
+            spec = importlib.util.find_spec("yolov5_dattn")
+        package = types.ModuleType("yolov5_dattn")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["yolov5_dattn"] = package
+    from yolov5_dattn.dattention import DAttention
+    sys.path.insert(0, str(ROOT / "tests"))
+    from reference_dattention import ReferenceDAttention
+    return DAttention, ReferenceDAttention
+
+
+def _sync(device):
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_matmul_peak(spec: dict) -> dict:
+    """Best observed matmul throughput (GFLOP/s) of square 2048 (4096 on CUDA) matrices in this dtype."""
+    import torch
+    torch.set_num_threads(spec["threads"])
+    device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
+    n = 4096 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(12):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return {"gflops": 2 * n ** 3 / best / 1e9}
+
+
+def measure_case(spec: dict) -> dict:
+    """Latency, peak memory and FLOPs of one implementation on one case (see the module docstring)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(spec["threads"])
+    DAttention, ReferenceDAttention = _import_attention_modules()
+    device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
+    C, side, B = spec["channels"], spec["side"], spec["batch"]
+    torch.manual_seed(0)
+    fast = DAttention(C, (side, side))
+    if spec["impl"] == "fast":
+        module = fast
+    else:
+        module = ReferenceDAttention(C, (side, side))
+        module.load_state_dict(fast.state_dict())  # same weights
+        del fast
+    module = module.to(device, dtype)
+    backward = spec["pass"] == "fwd+bwd"
+    x = torch.randn(B, C, side, side, device=device, dtype=dtype, requires_grad=backward)
+
+    def call():
+        if backward:
+            module.zero_grad(set_to_none=True)
+            x.grad = None
+            module(x).sum().backward()
+        else:
+            with torch.no_grad():
+                module(x)
+        _sync(device)
+
+    with FlopCounterMode(display=False) as counter:  # the warm-up call, counted
+        call()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    else:
+        baseline = _reset_high_water_mark()
+    times, started = [], time.perf_counter()
+    while len(times) < spec["runs"] and (len(times) < 2 or time.perf_counter() - started < spec["case_seconds"]):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    if device.type == "cuda":
+        peak_mb = (torch.cuda.max_memory_allocated(device) - baseline) / 2 ** 20
+    else:
+        peak_mb = (_proc_status_kib("VmHWM") - baseline) / 1024
+    return {"median_s": statistics.median(times), "runs": len(times), "peak_mb": peak_mb,
+            "gflop": counter.get_total_flops() / 1e9}
+
+
+def _torch_dtype_name(name: str) -> str:
+    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[name]
+
+
+def run_worker(spec_json: str) -> int:
+    spec = json.loads(spec_json)
+    result = measure_matmul_peak(spec) if spec["what"] == "peak" else measure_case(spec)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# ---- orchestration -----------------------------------------------------------------------------------
+def in_fresh_process(spec: dict) -> dict:
+    """Run one measurement in a new interpreter (so its high-water mark is its own); {'error': ...} if it died."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MALLOC_MMAP_THRESHOLD_": str(2 ** 20)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return {"error": last[:200]}
+
+
+def reference_estimate_gb(channels: int, side: int, batch: int, backward: bool, bytes_per: int) -> float:
+    """The reference's peak is its (B, 8 heads, HW, HW) score matrices: ~2 alive forward, ~4 with backward
+    (measured here: 5.1 GB for one P3 image fwd+bwd, whose one matrix is 1.3 GB)."""
+    one = batch * 8 * (side * side) ** 2 * bytes_per / 2 ** 30
+    return one * (4 if backward else 2)
+
+
+def run_table(opt) -> dict:
+    dtypes = opt.dtype or (["fp32", "fp16", "bf16"] if opt.device.startswith("cuda") else ["fp32"])
+    base = {"device": opt.device, "threads": opt.threads}
+    peaks = {}
+    for dt in dtypes:
+        peaks[dt] = in_fresh_process({**base, "what": "peak", "dtype": dt}).get("gflops")
+    rows = []
+    for dt in dtypes:
+        for level in opt.levels:
+            channels, side = LEVELS[level]
+            for batch in opt.batch:
+                for pass_ in opt.passes:
+                    row = {"level": level, "channels": channels, "hw": [side, side], "batch": batch,
+                           "pass": pass_, "dtype": dt}
+                    for impl in opt.impl:
+                        estimate = reference_estimate_gb(channels, side, batch, pass_ == "fwd+bwd",
+                                                         2 if dt != "fp32" else 4)
+                        if impl == "reference" and estimate > opt.max_gb:
+                            row[impl] = {"skipped": f"needs ~{estimate:.0f} GiB > --max-gb {opt.max_gb:g}"}
+                            continue
+                        row[impl] = in_fresh_process({**base, "what": "case", "impl": impl, "dtype": dt,
+                                                      "channels": channels, "side": side, "batch": batch,
+                                                      "pass": pass_, "runs": opt.runs,
+                                                      "case_seconds": opt.case_seconds})
+                    rows.append(row)
+                    add_ratios(row, peaks[dt])
+                    print(format_row(row), file=sys.stderr, flush=True)  # progress
+    # a second look at the peak: other processes on a shared machine move it
+    for dt in dtypes:
+        again = in_fresh_process({**base, "what": "peak", "dtype": dt}).get("gflops")
+        peaks[dt] = max(p for p in (peaks[dt], again) if p is not None) if (peaks[dt] or again) else None
+    for row in rows:
+        add_ratios(row, peaks[row["dtype"]])
+    return {"device": opt.device, "threads": opt.threads, "matmul_peak_gflops": peaks, "rows": rows}
+
+
+def add_ratios(row: dict, peak) -> None:
+    """Speed-up and memory ratio of fast over reference, and each one's fraction of the matmul peak."""
+    ref, fast = row.get("reference", {}), row.get("fast", {})
+    for r in (ref, fast):
+        if "median_s" in r and peak:
+            r["fraction_of_peak"] = r["gflop"] / r["median_s"] / peak
+    if "median_s" in ref and "median_s" in fast:
+        row["speedup"] = ref["median_s"] / fast["median_s"]
+        row["memory_ratio"] = ref["peak_mb"] / max(fast["peak_mb"], 1e-3)
+
+
+HEADER = (f"{'level':5} {'C':>4} {'HxW':>6} {'B':>3} {'pass':8} {'dtype':5} | {'ref ms':>8} {'fast ms':>8} "
+          f"{'speedup':>7} | {'ref MB':>8} {'fast MB':>8} {'less mem':>8} | {'ref %pk':>7} {'fast %pk':>8}")
+
+
+def _cell(result: dict, key: str, fmt: str) -> str:
+    if "skipped" in result:
+        return "skip"
+    if "error" in result:
+        return "error"
+    return format(result[key], fmt) if key in result else "-"
+
+
+def format_row(row: dict) -> str:
+    ref, fast = row.get("reference", {}), row.get("fast", {})
+    ms = lambda r: _cell({**r, "ms": r["median_s"] * 1e3} if "median_s" in r else r, "ms", ".0f")
+    pct = lambda r: _cell({**r, "p": r["fraction_of_peak"] * 100} if "fraction_of_peak" in r else r, "p", ".0f")
+    ratio = lambda key, fmt: format(row[key], fmt) if key in row else "-"
+    h, w = row["hw"]
+    return (f"{row['level']:5} {row['channels']:>4} {f'{h}x{w}':>6} {row['batch']:>3} {row['pass']:8} "
+            f"{row['dtype']:5} | {ms(ref):>8} {ms(fast):>8} {ratio('speedup', '.1f') + 'x':>7} | "
+            f"{_cell(ref, 'peak_mb', '.0f'):>8} {_cell(fast, 'peak_mb', '.0f'):>8} "
+            f"{ratio('memory_ratio', '.0f') + 'x':>8} | {pct(ref):>7} {pct(fast):>8}")
+
+
+def print_table(result: dict) -> None:
+    peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["matmul_peak_gflops"].items() if v)
+    print(f"DAttention, reference (einsum) vs fast (fused); device {result['device']}, "
+          f"{result['threads']} threads; matmul peak {peaks}")
+    print(HEADER)
+    print("-" * len(HEADER))
+    for row in result["rows"]:
+        print(format_row(row))
+    notes = {f"{r['level']} B={r['batch']} {r['pass']}: {r[i]['skipped'] if 'skipped' in r[i] else r[i]['error']}"
+             for r in result["rows"] for i in ("reference", "fast") if i in r and ("skipped" in r[i] or "error" in r[i])}
+    for note in sorted(notes):
+        print("  " + note)
+
+
+# ---- one training step --------------------------------------------------------------------------------
+def train_step(cfg: Path, imgsz: int, batch: int, threads: int) -> dict:
+    """Peak memory (VmHWM growth) and time of one YOLOv5 training step of `cfg` on CPU."""
+    import torch
+    import yaml
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, str(ROOT))
+    import yolov5_dattn  # noqa: F401  registers the modules
+    import yolov5
+    from yolov5.models.yolo import Model
+    from yolov5.utils.loss import ComputeLoss
+
+    torch.manual_seed(0)
+    model = Model(str(cfg), ch=3, nc=80)
+    hyp_file = Path(yolov5.__file__).parent / "data" / "hyps" / "hyp.scratch-low.yaml"
+    model.hyp = yaml.safe_load(hyp_file.read_text())
+    model.train()
+    loss_fn = ComputeLoss(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937)
+    images = torch.rand(batch, 3, imgsz, imgsz)
+    n_boxes = 8 * batch  # rows: image index, class, x, y, w, h (normalised)
+    targets = torch.cat([torch.arange(batch).repeat_interleave(8).unsqueeze(1).float(),
+                         torch.randint(0, 80, (n_boxes, 1)).float(),
+                         torch.rand(n_boxes, 2) * 0.8 + 0.1, torch.rand(n_boxes, 2) * 0.3 + 0.02], 1)
+    baseline = _reset_high_water_mark()
+    started = time.perf_counter()
+    loss, _ = loss_fn(model(images), targets)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - started
+    attention = sum(type(m).__name__ == "DAttention" for m in model.modules())
+    return {"cfg": str(cfg), "imgsz": imgsz, "batch": batch, "threads": threads, "seconds": seconds,
+            "peak_growth_gib": (_proc_status_kib("VmHWM") - baseline) / 2 ** 20,
+            "process_peak_gib": _proc_status_kib("VmHWM") / 2 ** 20, "dattention_layers": attention,
+            "loss": float(loss)}
+
+
+def main(argv=None) -> int:
+    opt = parse_args(argv)
+    if opt.worker is not None:
+        return run_worker(opt.worker)
+    if opt.batch is None:
+        opt.batch = [16] if opt.train_step is not None else [1, 4, 16]
+    problems = [f"--batch {b}: must be at least 1" for b in opt.batch if b < 1]
+    if opt.train_step is not None and len(opt.batch) != 1:
+        problems.append(f"--batch {' '.join(map(str, opt.batch))}: --train-step takes one batch size")
+    problems += [f"--threads {opt.threads}: must be at least 1"] * (opt.threads < 1)
+    problems += [f"--runs {opt.runs}: must be at least 2"] * (opt.runs < 2)
+    if opt.json is not None and opt.json.is_dir():
+        problems.append(f"--json {opt.json}: is a folder: give a file name")
+    if opt.train_step is not None and not opt.train_step.is_file():
+        problems.append(f"--train-step {opt.train_step}: no such file: give a model YAML such as "
+                        "configs/yolov5s_c3_dattn_p3p4p5.yaml")
+    if opt.device != "cpu" and not opt.device.startswith("cuda"):
+        problems.append(f"--device {opt.device}: use cpu or cuda[:N]")
+    if problems:
+        print(f"error: {problems[0]}", file=sys.stderr)
+        return 2
+
+    if opt.train_step is not None:
+        if opt.device != "cpu":
+            print("error: --train-step measures CPU memory: leave --device at cpu", file=sys.stderr)
+            return 2
+        result = train_step(opt.train_step, opt.imgsz, opt.batch[0], opt.threads)
+        print(f"one training step of {result['cfg']} at --imgsz {result['imgsz']} --batch {result['batch']} "
+              f"({result['dattention_layers']} DAttention layers, {result['threads']} threads): "
+              f"{result['seconds']:.1f} s, peak memory growth {result['peak_growth_gib']:.2f} GiB "
+              f"(process peak {result['process_peak_gib']:.2f} GiB)")
+    else:
+        if opt.device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                print(f"error: --device {opt.device}: CUDA is not available here: use --device cpu", file=sys.stderr)
+                return 2
+        result = run_table(opt)
+        print_table(result)
+    if opt.json is not None:
+        opt.json.parent.mkdir(parents=True, exist_ok=True)
+        partial = opt.json.with_name(opt.json.name + ".part")
+        partial.write_text(json.dumps(result, indent=2))
+        os.replace(partial, opt.json)  # never a half-written file
+        print(f"wrote {opt.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
