@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Train a YOLOv5 segmentation model with DAttention modules (YOLOv5's segment/train.py).
+
+Same flags and output folders as YOLOv5's script (`--help` lists them), plus yolov5-dattn's
+`--trust-checkpoint`; runs offline. Works under `python -m torch.distributed.run` like YOLOv5's.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
+
+from yolov5_dattn.entrypoint import main  # noqa: E402
+
+if __name__ == "__main__":
+    from yolov5_dattn import transfer
+    transfer.install()  # --weights <baseline.pt>: print what was transferred and what starts fresh
+    sys.exit(main("segment-train"))

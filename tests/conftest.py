@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny synthetic dataset, a network guard, and tiny trained checkpoints.
+
+Everything is session-scoped so the whole suite trains each model once (n-scale, 64 px, 1 epoch, a few
+images); tests that need a trained detector or segmenter reuse `trained_det` / `trained_seg`.
+"""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+import yolov5_dattn  # noqa: F401  (the compat shims must run before any test imports yolov5)
+
+REPO = Path(__file__).resolve().parents[1]
+DET_CFG = REPO / "configs" / "yolov5n_c3_dattn.yaml"
+SEG_CFG = REPO / "configs" / "segment" / "yolov5n-seg_c3_dattn.yaml"
+NETGUARD = Path(__file__).resolve().parent / "netguard"  # a sitecustomize that blocks sockets in subprocesses
+IMGSZ = 64
+TRAIN_FLAGS = ["--imgsz", str(IMGSZ), "--batch-size", "4", "--device", "cpu", "--workers", "0"]
+
+
+@pytest.fixture(scope="session")
+def network_attempts() -> List[str]:
+    """Blocks internet sockets and DNS for the whole session; returns the list of what was attempted.
+
+    Workflow tests assert it stays empty: a guard that only raised could be swallowed by YOLOv5's
+    try/except blocks, the record cannot.
+    """
+    attempts: List[str] = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+    real_create_connection = socket.create_connection
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(f"connect {address}")
+            raise OSError("network blocked by tests/conftest.py")
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        attempts.append(f"getaddrinfo {host}")
+        raise socket.gaierror("network blocked by tests/conftest.py")
+
+    def create_connection(address, *args, **kwargs):
+        attempts.append(f"create_connection {address}")
+        raise OSError("network blocked by tests/conftest.py")
+
+    socket.socket.connect, socket.getaddrinfo, socket.create_connection = connect, getaddrinfo, create_connection
+    yield attempts
+    socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo
+    socket.create_connection = real_create_connection
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> dict:
+    """B's generator: 8 train / 4 val images of 64 px, det + seg labels, a 6-frame letterboxed video."""
+    from yolov5_dattn.demo_data import make_demo_data
+    return make_demo_data(tmp_path_factory.mktemp("data"), n_train=8, n_val=4, imgsz=IMGSZ, video_frames=6)
+
+
+def run_task(task: str, *args: str, callbacks=None) -> int:
+    """Run a script's task in this process (as `scripts/<task>.py args`); returns its exit status."""
+    from yolov5_dattn.entrypoint import main
+    return main(task, [str(a) for a in args], callbacks=callbacks)
+
+
+@pytest.fixture(scope="session")
+def trained_det(demo, network_attempts, tmp_path_factory) -> Path:
+    """A detection run of `yolov5n_c3_dattn` (1 epoch, plots on); returns its run folder."""
+    project = tmp_path_factory.mktemp("runs") / "train"
+    rc = run_task("train", "--cfg", DET_CFG, "--data", demo["det_yaml"], "--epochs", "1", *TRAIN_FLAGS,
+                  "--project", project, "--name", "exp")
+    assert rc == 0
+    return project / "exp"
+
+
+@pytest.fixture(scope="session")
+def trained_seg(demo, network_attempts, tmp_path_factory) -> Path:
+    """A segmentation run of `yolov5n-seg_c3_dattn` (1 epoch, no plots); returns its run folder."""
+    project = tmp_path_factory.mktemp("runs") / "train-seg"
+    rc = run_task("segment-train", "--cfg", SEG_CFG, "--data", demo["seg_yaml"], "--epochs", "1", *TRAIN_FLAGS,
+                  "--noplots", "--project", project, "--name", "exp")
+    assert rc == 0
+    return project / "exp"
+
+
+def run_script(script: str, *args: str, cwd: Path, log: Path, wait: bool = True):
+    """Run `scripts/<script>` in a fresh Python whose internet sockets are blocked and logged to `log`.
+
+    Returns the CompletedProcess (stdout/stderr captured), or the running Popen when `wait` is False.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NETGUARD), os.environ.get("PYTHONPATH", "")]),
+           "NETGUARD_LOG": str(log)}
+    command = [sys.executable, str(REPO / "scripts" / script), *map(str, args)]
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

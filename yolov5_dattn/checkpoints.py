@@ -1,0 +1,139 @@
+"""Safe checkpoint loading: `torch.load(weights_only=True)` with an explicit allowlist.
+
+A YOLOv5 checkpoint pickles whole modules, so `weights_only=True` needs the classes it names. We allow
+exactly: our modules, YOLOv5's model classes, torch.nn's modules, numpy's array reconstructors and a few
+plain value types YOLOv5 stores (paths). Anything else — including `builtins.getattr`, which a stock
+7.0.14 segmentation checkpoint contains — is refused with one line unless the user trusts the file
+(`--trust-checkpoint`, or YOLOV5_DATTN_TRUST_CHECKPOINT=1 which the scripts set for their workers).
+A pickle that would run code therefore never runs it by default.
+"""
+import inspect
+import os
+import pathlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, List, Optional, Union
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+TRUST_ENV = "YOLOV5_DATTN_TRUST_CHECKPOINT"
+TRUST_FLAG = "--trust-checkpoint"
+
+_allowlist: Optional[List[Any]] = None
+
+
+def _module_classes(module) -> List[type]:
+    """nn.Module subclasses defined in `module` (not the ones it merely imports)."""
+    return [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+            if issubclass(obj, nn.Module) and obj.__module__ == module.__name__]
+
+
+def _torch_nn_classes() -> List[type]:
+    """Every public nn.Module class of torch.nn (Conv2d, BatchNorm2d, SiLU, Upsample, ...)."""
+    return [obj for name, obj in vars(nn).items()
+            if isinstance(obj, type) and issubclass(obj, nn.Module) and not name.startswith("_")]
+
+
+def _numpy_reconstructors() -> List[Any]:
+    """What a pickled numpy array/scalar names: the reconstructor, ndarray, dtype and its classes."""
+    import numpy as np
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [obj for obj in vars(np.dtypes).values() if isinstance(obj, type)]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+
+
+def allowlist() -> List[Any]:
+    """The globals a checkpoint may name (built once). Shapes: n/a."""
+    global _allowlist
+    if _allowlist is None:
+        from yolov5.models import common, experimental, yolo
+
+        from . import blocks, dattention, layernorm
+        classes = []
+        for module in (common, experimental, yolo, blocks, dattention, layernorm):
+            classes += _module_classes(module)
+        _allowlist = [*classes, *_torch_nn_classes(), *_numpy_reconstructors(),
+                      pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath, pathlib.WindowsPath]
+        _allowlist = list({id(o): o for o in _allowlist}.values())
+    return _allowlist
+
+
+def trusted() -> bool:
+    """True when the user explicitly trusts the checkpoints of this run."""
+    return os.environ.get(TRUST_ENV, "") == "1"
+
+
+def _refused_globals(f: Union[str, Path]) -> List[str]:
+    """The globals `f` names that are not on the allowlist, e.g. ['builtins.getattr'] (read, not run)."""
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in allowlist()}
+    try:
+        return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(f)) if g not in allowed]
+    except Exception:  # not a zip checkpoint (old format or corrupt): torch cannot list them
+        return []
+
+
+def _reason(e: BaseException) -> str:
+    """torch's own reason in one short line (its weights_only errors are a page of advice)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:160]
+
+
+def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = None, **kwargs) -> Any:
+    """Load a checkpoint with `weights_only=True` and the allowlist; drop-in for YOLOv5's `torch.load`.
+
+    Args:
+        f: checkpoint path (file-like objects are passed through).
+        map_location: as `torch.load`.
+        trust: load with full pickle if the allowlist refuses; default: `trusted()`.
+    Returns: the unpickled object (a YOLOv5 checkpoint is a dict with 'model'/'ema' modules).
+    Raises: UserError naming the file — missing, not a checkpoint (corrupt/truncated), or needs a global
+        outside the allowlist (and not trusted).
+    """
+    kwargs.pop("weights_only", None)
+    trust = trusted() if trust is None else trust
+    name = str(f)
+    if isinstance(f, (str, Path)) and not Path(f).is_file():
+        raise UserError(f"checkpoint {name} not found: check the --weights/--resume path")
+    try:
+        with torch.serialization.safe_globals(allowlist()):
+            return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        refused = _refused_globals(f)
+        if not refused and "Unsupported global" not in str(e):
+            raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
+                            f"re-save or re-train it") from None
+        if not trust:
+            what = ", ".join(refused) or _reason(e)
+            raise UserError(f"checkpoint {name} needs {what}, which is not on the safe allowlist, so it was "
+                            f"not loaded: pass {TRUST_FLAG} only if you trust where it came from") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
+                        f"re-save or re-train it") from None
+    # the user vouched for this file: full pickle, code in it may run
+    return torch.load(f, map_location=map_location, weights_only=False, **kwargs)
+
+
+def check_model_checkpoint(f: Union[str, Path], trust: Optional[bool] = None) -> nn.Module:
+    """Return the model of checkpoint `f` ('ema' else 'model'); UserError unless it loads safely and holds
+    a YOLOv5 model.
+
+    Used before any work starts, so a foreign file (a bare state_dict, another project's pickle) is one
+    line, not a KeyError deep inside YOLOv5.
+    """
+    ckpt = load(f, map_location="cpu", trust=trust)
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module) or not hasattr(model, "stride"):
+        kind = f"a dict with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise UserError(f"checkpoint {f} is not a YOLOv5 checkpoint (found {kind}, expected 'model'/'ema'): "
+                        f"pass a .pt written by scripts/train.py")
+    return model
