@@ -1,0 +1,64 @@
+"""Data YAMLs whose relative `path:` means "relative to this YAML", as a user reading the file expects.
+
+YOLOv5 7.0.14's `check_dataset` resolves a relative `path:` against the yolov5 *package* folder
+(site-packages/yolov5), so `path: ../demo/data/det` in configs/demo_shapes.yaml would point into the
+Python installation. We resolve it against the YAML's own folder when that folder exists there, and
+otherwise keep YOLOv5's meaning (its own data/*.yaml use `path: ../datasets/coco128` relative to the package).
+"""
+from pathlib import Path
+from typing import Union
+
+_MARK = "_yolov5_dattn_data_yaml"
+
+
+def resolve_path(data_yaml: Union[str, Path], data: dict) -> dict:
+    """Return `data` (the YAML's dict) with a relative `path:` made absolute against the YAML's folder,
+    when that folder exists; unchanged otherwise."""
+    path = data.get("path")
+    if path and not Path(str(path)).is_absolute():
+        candidate = (Path(data_yaml).resolve().parent / str(path)).resolve()
+        if candidate.is_dir():
+            data = {**data, "path": str(candidate)}
+    return data
+
+
+def _require_val(data_yaml, data: dict) -> None:
+    """UserError naming the YAML when its val images are missing (YOLOv5 would try to download them)."""
+    from .errors import UserError
+    val = data.get("val")
+    for v in (val if isinstance(val, (list, tuple)) else [val]):
+        if v and not (Path(data["path"]) / str(v)).exists():
+            raise UserError(f"--data {data_yaml}: val images not found at {Path(data['path']) / str(v)}: "
+                            f"create them (for the demo data: python scripts/make_demo_data.py) or fix "
+                            f"path:/val: in the YAML")
+
+
+def install() -> None:
+    """Make YOLOv5's `check_dataset` (wherever it was imported by name) resolve relative `path:` as above.
+
+    Idempotent; wraps whatever `check_dataset` is current (e.g. the compat layer's offline version).
+    """
+    import sys
+
+    from yolov5.utils import general
+
+    current = general.check_dataset
+    if getattr(current, _MARK, False):
+        return
+
+    def check_dataset(data, autodownload=True):
+        """YOLOv5's check_dataset, with a YAML's relative `path:` taken relative to the YAML."""
+        if isinstance(data, (str, Path)) and str(data).endswith((".yaml", ".yml")) and Path(data).is_file():
+            loaded = general.yaml_load(data)
+            resolved = resolve_path(data, loaded)
+            if resolved is not loaded:
+                _require_val(data, resolved)
+                data = resolved
+        return current(data, autodownload)
+
+    setattr(check_dataset, _MARK, True)
+    check_dataset.__wrapped__ = current
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name == "yolov5" or name.startswith("yolov5.")):
+            if getattr(module, "check_dataset", None) is current:
+                module.check_dataset = check_dataset
