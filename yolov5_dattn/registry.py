@@ -8,7 +8,9 @@ both literals extended by a registry set that lives here, so later registrations
 This file is the only code that knows parse_model's internals.
 """
 import ast
+import importlib.util
 import inspect
+import os
 import sys
 from types import ModuleType
 from typing import Optional
@@ -53,7 +55,11 @@ class _ExtendModuleSets(ast.NodeTransformer):
 def _patched_parse_model(yolo: ModuleType):
     """Recompile `yolo.parse_model` with the registry sets; keeps file name and line numbers."""
     original = yolo.parse_model
-    lines, first_line = inspect.getsourcelines(original)
+    try:
+        lines, first_line = inspect.getsourcelines(original)
+    except (OSError, TypeError) as e:
+        raise UnsupportedYOLOv5(f"yolov5_dattn: cannot read the source of parse_model of the installed yolov5 "
+                                f"{_yolov5_version()} ({e}): install yolov5==7.0.14 from source files") from None
     tree = ast.parse("".join(lines))
     ast.increment_lineno(tree, first_line - 1)
     transformer = _ExtendModuleSets()
@@ -75,9 +81,30 @@ def _default_yolo() -> ModuleType:
     return yolo
 
 
+def _flat_models_is_pip_package() -> bool:
+    """True unless a top-level `models` other than the pip package's folder is importable.
+
+    Inside a git clone of YOLOv5 (or any project with its own `models` package, found first on
+    sys.path), `models` is that project's: aliasing it to the pip package would hand the clone's
+    `from models.yolo import Model` the wrong classes.
+    """
+    import yolov5.models
+    try:
+        spec = importlib.util.find_spec("models")
+    except (ImportError, ValueError):  # a half-initialised `models` in sys.modules without a spec
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return spec is None
+    ours = {os.path.realpath(p) for p in yolov5.models.__path__}
+    return {os.path.realpath(p) for p in spec.submodule_search_locations} <= ours
+
+
 def _alias_flat_imports() -> None:
     """yolov5 puts its folder on sys.path and `attempt_load` does `from models.yolo import ...`, which
-    would load a second copy of yolo.py whose classes never match ours; point `models.*` at ours."""
+    would load a second copy of yolo.py whose classes never match ours; point `models.*` at ours.
+    Skipped when `models` is someone else's (a git clone of YOLOv5 registers its own via the patch)."""
+    if not _flat_models_is_pip_package():
+        return
     for name, module in list(sys.modules.items()):
         if name == "yolov5.models" or name.startswith("yolov5.models."):
             sys.modules.setdefault(name[len("yolov5."):], module)
@@ -88,8 +115,8 @@ _registered = {}
 _hooked = []
 
 
-def register_module(module: type, channels: bool = True, repeats: bool = False,
-                    name: Optional[str] = None) -> type:
+def register_module(module: Optional[type] = None, *, channels: bool = True, repeats: bool = False,
+                    name: Optional[str] = None):
     """Make a module usable by name in YOLOv5 YAMLs, like YOLOv5's own.
 
     Args:
@@ -100,8 +127,11 @@ def register_module(module: type, channels: bool = True, repeats: bool = False,
         repeats: True if the third argument is a repeat count n (as C3): the YAML's `number` is
             depth-scaled and passed as n instead of stacking n copies.
         name: the name YAMLs use; defaults to the class name.
-    Returns the class, so it can be used as a decorator.
+    Returns the class, so it can be used as a decorator, bare (`@register_module`) or with arguments
+    (`@register_module(repeats=True)`).
     """
+    if module is None:
+        return lambda cls: register_module(cls, channels=channels, repeats=repeats, name=name)
     if not (isinstance(module, type) and issubclass(module, nn.Module)):
         raise TypeError(f"register_module expects an nn.Module class, got {module!r}")
     _registered[name or module.__name__] = (module, channels, repeats)

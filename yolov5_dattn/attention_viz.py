@@ -1,0 +1,282 @@
+"""Where DAttention looks, in image pixels: its reference grid, deformed sampling points and attention.
+
+Fig. 6 of DAT draws each layer's reference points and the deformed points the keys are sampled at
+(one colour per offset group); Fig. 7 draws, for one query, the attention over those sampled keys.
+This module records both through `DAttention.record`, maps them to the pixels of the ORIGINAL image
+(undoing YOLOv5's letterbox) and draws them.
+
+Coordinate conventions
+    * the module records normalised (y, x) in [-1, 1] over the map it samples (its input, H×W),
+      `grid_sample(align_corners=True)`: -1 is the centre of the first cell, +1 of the last;
+    * a feature cell i at stride s covers input pixels [i·s, (i+1)·s) (YOLOv5's Detect puts the
+      cell centre at (i + 0.5)·s as well);
+    * pixel coordinates written out are (x, y) in the original image, pixel-index convention: the
+      centre of the top-left pixel is (0, 0) (what cv2 draws at).
+
+Which weight belongs to which point: key k is read at point k of every offset group (the groups'
+channels are concatenated, then proj_k mixes them), so a weight is not one group's alone. As DAT's
+own position bias does, heads g·h/G … (g+1)·h/G − 1 are paired with group g: a point of group g
+shows the attention of those heads to its key.
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .dattention import DAttention
+
+# distinct BGR colours for offset groups (colour-blind friendly: Okabe-Ito)
+GROUP_COLOURS = [(0, 159, 230), (233, 180, 86), (115, 158, 0), (66, 228, 240), (178, 114, 0), (0, 94, 213),
+                 (167, 121, 204), (0, 0, 0)]
+
+
+@dataclass
+class Letterbox:
+    """How an original image (w×h) was placed in the network input: resized by (sx, sy), then padded
+    by (left, top) pixels, to (in_w, in_h)."""
+    sx: float
+    sy: float
+    left: int
+    top: int
+    in_w: int
+    in_h: int
+    w: int
+    h: int
+
+    def input_to_image(self, xy: np.ndarray) -> np.ndarray:
+        """Continuous input coordinates (pixel p spans [p, p+1)) -> original pixel-index (x, y). (..., 2)"""
+        x = (xy[..., 0] - self.left) / self.sx - 0.5
+        y = (xy[..., 1] - self.top) / self.sy - 0.5
+        return np.stack([x, y], -1)
+
+    def image_to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Original pixel-index (x, y) -> continuous input coordinates. (..., 2)"""
+        x = (xy[..., 0] + 0.5) * self.sx + self.left
+        y = (xy[..., 1] + 0.5) * self.sy + self.top
+        return np.stack([x, y], -1)
+
+
+def letterbox(img: np.ndarray, imgsz: int) -> Tuple[np.ndarray, Letterbox]:
+    """YOLOv5's letterbox to a square imgsz×imgsz input (val/detect without rect), and its geometry.
+
+    Args: img (h, w, 3) BGR uint8. Returns: (imgsz, imgsz, 3) BGR uint8 and the `Letterbox`.
+    """
+    from yolov5.utils.augmentations import letterbox as yolov5_letterbox
+    h, w = img.shape[:2]
+    padded, (r, _), (dw, dh) = yolov5_letterbox(img, imgsz, auto=False)
+    new_w, new_h = int(round(w * r)), int(round(h * r))  # as yolov5 rounds the resized size
+    box = Letterbox(sx=new_w / w, sy=new_h / h, left=int(round(dw - 0.1)), top=int(round(dh - 0.1)),
+                    in_w=padded.shape[1], in_h=padded.shape[0], w=w, h=h)
+    return padded, box
+
+
+def normalised_to_image(coords: np.ndarray, map_hw: Sequence[int], box: Letterbox) -> np.ndarray:
+    """Sampling coordinates recorded by DAttention -> original-image pixels.
+
+    Args:
+        coords: (..., 2) normalised (y, x) over a map of map_hw = (H, W) cells.
+        box: the input's letterbox.
+    Returns: (..., 2) pixel-index (x, y) in the original image.
+    """
+    H, W = map_hw
+    cell_y = (coords[..., 0] + 1.0) / 2.0 * max(H - 1, 1)  # cell units, 0 = centre of the first cell
+    cell_x = (coords[..., 1] + 1.0) / 2.0 * max(W - 1, 1)
+    stride_y, stride_x = box.in_h / H, box.in_w / W
+    xy_input = np.stack([(cell_x + 0.5) * stride_x, (cell_y + 0.5) * stride_y], -1)
+    return box.input_to_image(xy_input)
+
+
+def image_to_query(xy: Sequence[float], map_hw: Sequence[int], box: Letterbox) -> Tuple[int, int]:
+    """The (row, col) of the query cell, in a map of map_hw = (H, W), that covers original pixel (x, y)."""
+    H, W = map_hw
+    x_in, y_in = box.image_to_input(np.asarray(xy, dtype=np.float64))
+    row = int(np.clip(np.floor(y_in / (box.in_h / H)), 0, H - 1))
+    col = int(np.clip(np.floor(x_in / (box.in_w / W)), 0, W - 1))
+    return row, col
+
+
+def dattention_layers(model: nn.Module) -> List[Tuple[str, DAttention]]:
+    """Every DAttention of `model`, in forward order, with its qualified name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, DAttention)]
+
+
+@contextmanager
+def recording(layers: Sequence[Tuple[str, DAttention]]) -> Iterator[Dict[str, Tuple[int, int]]]:
+    """Switch `record` on for `layers` while active; yields {name: (H, W) of the layer's input map},
+    filled by each forward. Restores `record` and removes the hooks on exit."""
+    sizes: Dict[str, Tuple[int, int]] = {}
+    handles, previous = [], []
+    for name, m in layers:
+        previous.append(m.record)
+        m.record = True
+        handles.append(m.register_forward_pre_hook(
+            lambda mod, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:]))))
+    try:
+        yield sizes
+    finally:
+        for (_, m), was, handle in zip(layers, previous, handles):
+            m.record = was
+            handle.remove()
+
+
+def layer_geometry(name: str, m: DAttention, map_hw: Tuple[int, int], box: Letterbox,
+                   query_xy: Optional[Sequence[float]]) -> dict:
+    """One layer's recorded positions and weights, in image pixels (batch item 0).
+
+    Returns a JSON-ready dict: `groups[g]` has `reference` and `sampling` [[x, y], ...] (Hk·Wk points,
+    row-major) and `weight` (attention to each key, mean over the group's heads and all queries);
+    `query` has the query pixel, its cell and `weight[g][k]` (mean over the group's heads).
+    """
+    rec = m.recorded
+    # float64 from here on: pixel coordinates and weights are written to JSON rounded, not float32-noisy
+    pos, ref = rec["pos"][0].double().cpu().numpy(), rec["reference"][0].double().cpu().numpy()  # (g, Hk, Wk, 2)
+    attn = rec["attn"][0].double().cpu()  # (heads, H·W, Hk·Wk)
+    g, Hk, Wk, _ = pos.shape
+    H, W = map_hw
+    per_group = attn.reshape(g, m.n_group_heads, H * W, Hk * Wk).mean(1)  # (g, HW, Ns)
+    sampling, reference = normalised_to_image(pos, map_hw, box), normalised_to_image(ref, map_hw, box)
+    mean_weight = per_group.mean(1).numpy()  # (g, Ns)
+    if query_xy is None:
+        query_xy = ((box.w - 1) / 2, (box.h - 1) / 2)
+    row, col = image_to_query(query_xy, map_hw, box)
+    query_weight = per_group[:, row * W + col].numpy()  # (g, Ns)
+    return {
+        "name": name,
+        "map_hw": [int(H), int(W)],
+        "key_hw": [int(Hk), int(Wk)],
+        "stride": [box.in_h / H, box.in_w / W],
+        "groups": [{"group": k,
+                    "reference": reference[k].reshape(-1, 2).round(3).tolist(),
+                    "sampling": sampling[k].reshape(-1, 2).round(3).tolist(),
+                    "weight": mean_weight[k].round(6).tolist()} for k in range(g)],
+        "query": {"pixel": [float(query_xy[0]), float(query_xy[1])], "cell": [row, col],
+                  "cell_centre": normalised_to_image(
+                      np.array([2 * row / max(H - 1, 1) - 1, 2 * col / max(W - 1, 1) - 1]), map_hw, box
+                  ).round(3).tolist(),
+                  "weight": query_weight.round(6).tolist()},
+    }
+
+
+# ---- drawing ---------------------------------------------------------------------------------------
+def _radius(img: np.ndarray, weight: np.ndarray, peak: float) -> np.ndarray:
+    """Dot radii in pixels, area-proportional to weight / peak, scaled to the image."""
+    r_max = max(3.0, min(img.shape[:2]) / 40)
+    return 1.0 + (r_max - 1.0) * np.sqrt(np.clip(weight / max(peak, 1e-12), 0, 1))
+
+
+def _pt(xy, scale: float = 1.0) -> Tuple[int, int]:
+    """Original pixel-index (x, y) -> integer pixel of a drawing enlarged `scale` times."""
+    return int(round((xy[0] + 0.5) * scale - 0.5)), int(round((xy[1] + 0.5) * scale - 0.5))
+
+
+def enlarge(img: np.ndarray, scale: float) -> np.ndarray:
+    """The canvas for drawing: img resized by `scale` (small images are hard to read at 1×)."""
+    if scale == 1:
+        return img.copy()
+    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+
+
+def draw_points(canvas: np.ndarray, layer: dict, group: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
+    """Fig. 6: reference grid (grey), an arrow to each deformed sampling point, dot sized by attention.
+
+    Args: canvas: the image enlarged by `scale` (see `enlarge`), (h·scale, w·scale, 3) BGR;
+        layer: from `layer_geometry`; group: only this offset group.
+    Returns: a drawn copy of canvas.
+    """
+    out = canvas.copy()
+    groups = [gr for gr in layer["groups"] if group is None or gr["group"] == group]
+    peak = max(max(gr["weight"]) for gr in groups)
+    for gr in groups:
+        colour = GROUP_COLOURS[gr["group"] % len(GROUP_COLOURS)]
+        radii = _radius(out, np.asarray(gr["weight"]), peak)
+        for ref, pos, r in zip(gr["reference"], gr["sampling"], radii):
+            cv2.circle(out, _pt(ref, scale), 1, (160, 160, 160), -1, cv2.LINE_AA)
+            cv2.line(out, _pt(ref, scale), _pt(pos, scale), colour, 1, cv2.LINE_AA)
+            cv2.circle(out, _pt(pos, scale), int(round(r)), colour, -1, cv2.LINE_AA)
+    return out
+
+
+def draw_query(canvas: np.ndarray, layer: dict, group: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
+    """Fig. 7: the attention of one query over the sampled keys (JET colour from its min to max weight, dot
+    size by weight), the query pixel as a white star.
+
+    Args: canvas: the image enlarged by `scale` (see `enlarge`), (h·scale, w·scale, 3) BGR;
+        layer: from `layer_geometry`; group: only this offset group.
+    Returns: a drawn copy of canvas.
+    """
+    out = (canvas.astype(np.float32) * 0.6).astype(np.uint8)  # dim, so the heat colours stand out
+    query = layer["query"]
+    groups = [gr for gr in layer["groups"] if group is None or gr["group"] == group]
+    weights = np.concatenate([np.asarray(query["weight"][gr["group"]]) for gr in groups])
+    points = np.concatenate([np.asarray(gr["sampling"]) for gr in groups])
+    peak, low = float(weights.max()), float(weights.min())
+    # colour spans this query's own min..max (a barely trained layer attends almost uniformly); size is
+    # proportional to the weight itself
+    level = (weights - low) / max(peak - low, 1e-12) * 255
+    colours = cv2.applyColorMap(np.clip(level, 0, 255).astype(np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0]
+    radii = _radius(out, weights, peak)
+    for i in np.argsort(weights):  # strongest drawn last, on top
+        cv2.circle(out, _pt(points[i], scale), int(round(radii[i])), tuple(int(c) for c in colours[i]), -1, cv2.LINE_AA)
+    size = max(6, min(out.shape[:2]) // 30)
+    cv2.drawMarker(out, _pt(query["pixel"], scale), (255, 255, 255), cv2.MARKER_STAR, size, 2, cv2.LINE_AA)
+    return out
+
+
+def draw_detections(img: np.ndarray, detections: Sequence[dict], scale: float = 1.0) -> np.ndarray:
+    """Boxes with `label conf` (cv2 text: no font file needed) on a drawing enlarged `scale` times.
+    Draws in place and returns img."""
+    for det in detections:
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in det["xyxy"])  # box edges scale from 0
+        cv2.rectangle(img, (x0, y0), (x1, y1), (0, 255, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{det['label']} {det['conf']:.2f}", (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35, (0, 255, 0), 1, cv2.LINE_AA)
+    return img
+
+
+# ---- one image end to end ----------------------------------------------------------------------------
+@torch.no_grad()
+def analyse(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tuple[str, DAttention]],
+            query_xy: Optional[Sequence[float]] = None, conf_thres: float = 0.25,
+            iou_thres: float = 0.45) -> dict:
+    """Run `model` on one BGR image; return detections and every chosen layer's geometry, in image pixels.
+
+    Args:
+        model: a YOLOv5 detection/segmentation model in eval mode.
+        img: (h, w, 3) BGR uint8; imgsz: square network input size.
+        layers: from `dattention_layers` (a subset is fine).
+        query_xy: (x, y) original pixel for Fig. 7; default: the centre of the most confident
+            detection, else the image centre.
+    Returns: {"image_hw", "letterbox", "detections": [{xyxy, conf, cls, label}], "layers": [...]}
+    """
+    from yolov5.utils.general import non_max_suppression
+
+    padded, box = letterbox(img, imgsz)
+    param = next(model.parameters())
+    x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(param.device)
+    x = x.to(param.dtype).div(255.0).unsqueeze(0)
+    with recording(layers) as sizes:
+        out = model(x)
+    pred = out[0] if isinstance(out, (list, tuple)) else out
+    nm = int(getattr(model.model[-1], "nm", 0)) if hasattr(model, "model") else 0  # mask coefficients (seg)
+    det = non_max_suppression(pred, conf_thres, iou_thres, nm=nm)[0][:, :6].float().cpu().numpy()
+    names = getattr(model, "names", {})
+    detections = []
+    for x0, y0, x1, y1, conf, cls in det:
+        corners = box.input_to_image(np.array([[x0, y0], [x1, y1]])) + 0.5  # box edges, not pixel centres
+        corners = corners.clip(0, [box.w, box.h])
+        label = names[int(cls)] if isinstance(names, (dict, list)) and int(cls) < len(names) else str(int(cls))
+        detections.append({"xyxy": corners.reshape(-1).round(2).tolist(), "conf": round(float(conf), 4),
+                           "cls": int(cls), "label": str(label)})
+    if query_xy is None and detections:
+        x0, y0, x1, y1 = detections[0]["xyxy"]  # NMS sorts by confidence
+        query_xy = ((x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5)
+    return {
+        "image_hw": [int(box.h), int(box.w)],
+        "letterbox": {"input_hw": [box.in_h, box.in_w], "scale_xy": [box.sx, box.sy], "pad_xy": [box.left, box.top]},
+        "detections": detections,
+        "layers": [layer_geometry(name, m, sizes[name], box, query_xy) for name, m in layers],
+    }
