@@ -18,3 +18,4 @@ __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormPro
 
 compat.apply()
 register()
+from . import summary; summary.install()  # noqa: E402,E702  model.info(): GFLOPs at the run's imgsz, attention included

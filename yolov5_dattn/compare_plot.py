@@ -1,0 +1,65 @@
+"""The comparison as one PNG: GFLOPs (convolution vs attention), latency and peak memory, model by model."""
+import os
+from pathlib import Path
+
+CONV, ATTN, FWD, TRAIN = "#4C72B0", "#DD8452", "#55A868", "#8172B3"
+
+
+def plot_comparison(result: dict, path: Path) -> Path:
+    """Write a three-panel bar chart of `comparison.compare()`'s result to `path` (PNG). Returns the path.
+
+    Panel 1 stacks each model's full GFLOPs into convolution (everything outside DAttention) and attention
+    (inside DAttention modules); panel 2 is the median latency (baselines blue, attention models orange);
+    panel 3 the forward and training-step peaks.
+    The file appears only once complete.
+    """
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    models = result["models"]
+    names = [m["name"] for m in models]
+    x = range(len(models))
+    fig, axes = plt.subplots(1, 3, figsize=(max(10.0, 2.2 * len(models) + 4), 4.6), constrained_layout=True)
+
+    ax = axes[0]
+    attn = [m["gflops_attention"] for m in models]
+    conv = [m["gflops"] - a for m, a in zip(models, attn)]
+    ax.bar(x, conv, color=CONV, label="convolution")
+    ax.bar(x, attn, bottom=conv, color=ATTN, label="attention (DAttention)")
+    for i, m in enumerate(models):
+        ax.annotate(f"{m['gflops']:.1f}", (i, m["gflops"]), ha="center", va="bottom", fontsize=8)
+    ax.set_title("GFLOPs (full count)")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    ax.bar(x, [m["latency_ms"] for m in models], color=[ATTN if m.get("baseline") else CONV for m in models])
+    for i, m in enumerate(models):
+        ax.annotate(f"{m['latency_ms']:.0f}", (i, m["latency_ms"]), ha="center", va="bottom", fontsize=8)
+    ax.set_title(f"latency, ms (median of {result['runs']})")
+
+    ax = axes[2]
+    width = 0.4
+    fwd = [m["peak_mem_mb"] or 0 for m in models]
+    train = [m["train_peak_mem_mb"] or 0 for m in models]
+    ax.bar([i - width / 2 for i in x], fwd, width, color=FWD, label="forward")
+    ax.bar([i + width / 2 for i in x], train, width, color=TRAIN, label="training step")
+    ax.set_title("peak memory, MB" + ("" if any(fwd) else " (not measured)"))
+    ax.legend(fontsize=8)
+
+    for ax in axes:
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    h, w = result["imgsz"]
+    load = result.get("load_average")
+    fig.suptitle(f"imgsz {h}x{w}, batch {result['batch']} — {result['device']}"
+                 + (f", load average {load:.1f}" if load is not None else ""), fontsize=10)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
