@@ -13,7 +13,6 @@
 """
 import contextlib
 import difflib
-import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from typing import List, Optional, Sequence
 
 from . import fmap, square_inputs
 from .errors import UserError
+from .quiet import quiet_yolov5
 
 TASKS = ("train", "val", "detect", "export", "segment-train", "segment-val", "segment-predict")
 TRAIN_TASKS = ("train", "segment-train")
@@ -38,16 +38,6 @@ def _say(message: str) -> None:
 
 
 # ---- 1. the model ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _quiet_yolov5():
-    """Building a model logs its whole layer table; the run itself will print it once."""
-    logger = logging.getLogger("yolov5")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _failing_layer(tb) -> Optional[SimpleNamespace]:
@@ -86,7 +76,7 @@ def build_from_cfg(cfg: str):
     if not Path(cfg).is_file():
         raise UserError(f"--cfg {cfg} not found: pass a model YAML such as configs/yolov5n_c3_dattn.yaml")
     try:
-        with _quiet_yolov5():
+        with quiet_yolov5():  # the run itself prints the layer table once
             return Model(cfg, ch=3)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import gc
 import json
-import logging
 import os
 import platform
 import statistics
@@ -23,10 +22,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+
+from .quiet import quiet_yolov5
 
 MB = 2 ** 20
 
@@ -57,16 +58,6 @@ def synchronize(device: torch.device) -> None:
 
 
 # ---- models --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def quiet_yolov5() -> Iterable[None]:
-    """Silence YOLOv5's INFO logging (the layer table printed by every model build) within the block."""
-    from yolov5.utils.general import LOGGER
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        LOGGER.setLevel(level)
 
 
 def build_model(cfg: str, nc: Optional[int] = None, seed: int = 0) -> nn.Module:
