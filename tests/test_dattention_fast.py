@@ -6,23 +6,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from reference_dattention import ReferenceDAttention
+from test_modules import VARIANTS as MODULE_VARIANTS
 from yolov5_dattn import DAttention
 
 FUSED = "aten._scaled_dot_product_flash_attention_for_cpu"
 
 # (name, kwargs); the declared map is 8×6 (non-square) so fixed_pe's table is 48×48 (12×12 at stride 2)
-VARIANTS = [
-    ("dwc_pe", {}),
-    ("table", {"dwc_pe": False}),
-    ("fixed_pe", {"dwc_pe": False, "fixed_pe": True}),
-    ("log_cpb", {"dwc_pe": False, "log_cpb": True}),
-    ("no_pe", {"use_pe": False}),
-    ("no_off", {"no_off": True}),
-    ("unbounded_offsets", {"offset_range_factor": -1}),
-    ("stride2", {"stride": 2}),
-    ("stride2_table", {"stride": 2, "dwc_pe": False}),
-    ("stride2_fixed_pe", {"stride": 2, "dwc_pe": False, "fixed_pe": True}),
-]
+VARIANTS = MODULE_VARIANTS + [("stride2_fixed_pe", {"stride": 2, "dwc_pe": False, "fixed_pe": True})]
 IDS = [v[0] for v in VARIANTS]
 DECLARED = (8, 6)
 # a one-pixel map (YOLOv5's 32-px profile at P5) and a non-square size other than the declared one, for
