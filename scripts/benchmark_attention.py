@@ -170,8 +170,11 @@ def measure_case(spec: dict) -> dict:
         peak_mb = (torch.cuda.max_memory_allocated(device) - baseline) / 2 ** 20
     else:
         peak_mb = (_proc_status_kib("VmHWM") - baseline) / 1024
+    ops = {str(op) for op in counter.get_flop_counts()["Global"]}
+    kernel = ("ours (cpu_attention)" if "yolov5_dattn.attention_cpu" in ops
+              else "sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit")
     return {"median_s": statistics.median(times), "runs": len(times), "peak_mb": peak_mb,
-            "gflop": counter.get_total_flops() / 1e9}
+            "gflop": counter.get_total_flops() / 1e9, "kernel": kernel}
 
 
 def _torch_dtype_name(name: str) -> str:
@@ -284,6 +287,12 @@ def print_table(result: dict) -> None:
     print("-" * len(HEADER))
     for row in result["rows"]:
         print(format_row(row))
+    kernels = {}
+    for r in result["rows"]:
+        if "kernel" in r.get("fast", {}):
+            kernels.setdefault(r["fast"]["kernel"], []).append(r["level"])
+    for kernel, levels in kernels.items():
+        print(f"  fast attention kernel at {'/'.join(sorted(set(levels)))}: {kernel}")
     notes = {f"{r['level']} B={r['batch']} {r['pass']}: {r[i]['skipped'] if 'skipped' in r[i] else r[i]['error']}"
              for r in result["rows"] for i in ("reference", "fast") if i in r and ("skipped" in r[i] or "error" in r[i])}
     for note in sorted(notes):

@@ -13,10 +13,11 @@ Coordinates are normalised to [-1, 1] as `grid_sample(align_corners=True)` expec
 Parameter names follow the published YOLOv5 recipe so that weights move between the two.
 
 How it is computed (the parameters stay the recipe's 1×1 `Conv2d`s; their weights are used as matrices):
-the four projections run as matmuls on a token layout (B, H·W, C), k and v as one matmul, and step 3 is
-`torch.nn.functional.scaled_dot_product_attention`, whose fused kernels never hold the (H·W)×(Hk·Wk)
-score matrix. That matrix is what made the straightforward form (kept as `tests/reference_dattention.py`)
-slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
+the four projections run as matmuls on a token layout (B, H·W, C), k and v as one matmul, and step 3 is a
+fused attention kernel that never holds the (H·W)×(Hk·Wk) score matrix:
+`torch.nn.functional.scaled_dot_product_attention`, or on CPU at 16 channels per head our own
+(`cpu_attention`), because PyTorch's is slow there. That matrix is what made the straightforward form (kept as
+`tests/reference_dattention.py`) slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -28,6 +29,11 @@ from einops import rearrange
 from torch import nn
 
 from .layernorm import LayerNormProxy
+
+try:
+    from . import cpu_attention
+except (ImportError, AttributeError):  # a torch without torch.utils.flop_counter (< 2.1): PyTorch's kernel only
+    cpu_attention = None
 
 
 def _normalise(coord: torch.Tensor, size: int) -> torch.Tensor:
@@ -86,8 +92,9 @@ class DAttention(nn.Module):
         x: (B, C, H, W) -> (B, C, H, W)
 
     Which attention kernel runs (see `attend`):
-        - `dwc_pe` (the default), no position term, `no_off`: the fused
-          `scaled_dot_product_attention` (memory O(H·W·C), never the score matrix);
+        - `dwc_pe` (the default), no position term, `no_off`: a fused kernel, memory O(H·W·C), never the
+          score matrix: on CPU in fp32 with 16 channels per head (P3) our own (`cpu_attention`, compiled on
+          first use; ~1.7× faster there than PyTorch's), else `scaled_dot_product_attention`;
         - `table`, `fixed_pe`, `log_cpb`: their bias is itself a (B, heads, H·W, Hk·Wk) tensor. When no
           gradient has to reach it (inference, `torch.no_grad`) it goes to the fused kernel as an additive
           float mask; when it needs one (training), the explicit path (scores -> softmax -> weights),
@@ -272,11 +279,21 @@ class DAttention(nn.Module):
         """
         drop = self.attn_drop.p if self.training else 0.0
         bias_needs_grad = bias is not None and bias.requires_grad and torch.is_grad_enabled()
-        if not (self.record or bias_needs_grad):
-            # detached: no gradient is wanted here, and a mask that requires one sends SDPA to its math path
-            mask = None if bias is None else bias.detach().to(q.dtype)
-            # SDPA's default scale is head_dim ** -0.5, which is self.scale (and its `scale=` needs torch >= 2.1)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop), None
+        if self.record or bias_needs_grad:
+            return self._attend_explicit(q, k, v, bias)
+        if bias is None and drop == 0.0 and cpu_attention is not None:
+            tokens = [t.transpose(1, 2).flatten(2) for t in (q, k, v)]  # (B, L, C) views of the projections
+            if cpu_attention.supports(*tokens, self.n_heads):
+                out = cpu_attention.attention(*tokens, self.n_heads)
+                return out.unflatten(-1, (self.n_heads, -1)).transpose(1, 2), None
+        # detached: no gradient is wanted here, and a mask that requires one sends SDPA to its math path
+        mask = None if bias is None else bias.detach().to(q.dtype)
+        # SDPA's default scale is head_dim ** -0.5, which is self.scale (and its `scale=` needs torch >= 2.1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop), None
+
+    def _attend_explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Scores -> softmax -> weights, for `record` and for a bias that needs its gradient. Shapes as `attend`."""
         scores = torch.matmul(q * self.scale, k.transpose(-1, -2))
         if bias is not None:
             scores = scores + bias.to(scores.dtype)

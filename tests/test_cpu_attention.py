@@ -1,0 +1,183 @@
+"""Our CPU attention kernel (yolov5_dattn/cpu_attention.py): exact against a float64 softmax attention,
+forward and backward, at ragged sizes and strided inputs; chosen by DAttention exactly where it applies and
+matching the einsum reference there; built once and cached; and PyTorch's kernel when it cannot be built."""
+import logging
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from reference_dattention import ReferenceDAttention
+from yolov5_dattn import DAttention, cpu_attention
+
+OUR_OP = "yolov5_dattn.attention_cpu"
+SDPA_OP = "aten._scaled_dot_product_flash_attention_for_cpu"
+
+
+def softmax_attention64(q, k, v, heads):
+    """The definition, in float64: (B, M, C), (B, N, C) tokens -> (B, M, C)."""
+    split = lambda t: t.double().unflatten(-1, (heads, -1)).transpose(1, 2)
+    qh, kh, vh = split(q), split(k), split(v)
+    weights = (qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5).softmax(-1)
+    return (weights @ vh).transpose(1, 2).flatten(2)
+
+
+def ops_run(fn):
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return {str(op) for op in counter.get_flop_counts()["Global"]}, counter
+
+
+@pytest.mark.parametrize("batch,m,n,heads", [
+    (1, 6400 // 25, 6400 // 25, 8),  # a P3-like square case, shrunk
+    (2, 37, 70, 2),  # neither a multiple of the 8-row query block nor of the 64-key tile
+    (3, 5, 1, 4),  # one key: a 1×1 key map
+    (1, 1, 300, 1),  # one query, keys across two 256-key blocks
+])
+def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads):
+    torch.manual_seed(0)
+    C = 16 * heads
+    q = (torch.randn(batch, m, C) * 2).requires_grad_()
+    kv = (torch.randn(batch, n, 2 * C) * 2).requires_grad_()  # k and v are strided halves, as in DAttention
+    k, v = kv.chunk(2, dim=-1)
+    grad = torch.randn(batch, m, C)
+    assert cpu_attention.supports(q, k, v, heads)
+
+    out = cpu_attention.attention(q, k, v, heads)
+    out.backward(grad)
+    gq, gkv = q.grad.clone(), kv.grad.clone()
+    q.grad = kv.grad = None
+    expected = softmax_attention64(q, k, v, heads)
+    expected.backward(grad.double())
+
+    assert out.shape == (batch, m, C) and out.is_contiguous()
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=0)
+    torch.testing.assert_close(gq.double(), q.grad.double(), atol=5e-5, rtol=1e-4)
+    torch.testing.assert_close(gkv.double(), kv.grad.double(), atol=5e-5, rtol=1e-4)
+
+
+def test_kernel_is_deterministic_across_thread_counts():
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 100, 64) for _ in range(3))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu_attention.attention(q, k, v, 4)
+        torch.set_num_threads(max(2, threads))
+        many = cpu_attention.attention(q, k, v, 4)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)  # each (batch, head) pair is computed the same way by whichever thread
+
+
+def test_flop_counter_counts_the_kernel_like_sdpa():
+    q = torch.randn(2, 50, 32, requires_grad=True)
+    k, v = torch.randn(2, 70, 32), torch.randn(2, 70, 32)
+    ops, counter = ops_run(lambda: cpu_attention.attention(q, k, v, 2).sum().backward())
+    counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    assert counts[OUR_OP] == 4 * 2 * 50 * 70 * 32  # QKᵀ and AV
+    assert counts["yolov5_dattn.attention_cpu_backward"] == 8 * 2 * 50 * 70 * 32
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"use_pe": False}, {"no_off": True}, {"stride": 2}],
+                         ids=["dwc_pe", "no_pe", "no_off", "stride2"])
+def test_dattention_uses_it_at_16_channels_per_head_and_matches_reference(kwargs):
+    torch.manual_seed(2)
+    fast = DAttention(128, (10, 12), **kwargs)  # 8 heads of 16 channels, as at P3
+    with torch.no_grad():
+        fast.conv_offset[3].weight.mul_(4.0)
+    ref = ReferenceDAttention(128, (10, 12), **kwargs)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 128, 10, 12)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    ops, _ = ops_run(lambda: fast(xs[0]).sum().backward())
+    assert OUR_OP in ops and SDPA_OP not in ops
+    ref(xs[1]).sum().backward()
+    torch.testing.assert_close(fast(x), ref(x), atol=1e-4, rtol=0)
+    torch.testing.assert_close(xs[0].grad, xs[1].grad, atol=1e-4, rtol=1e-4)
+    # weight gradients sum over every position and both images, and reach several hundred here: against a
+    # float64 run every fp32 form (this kernel, PyTorch's, the reference itself) is off by ~2e-6 of the largest
+    # entry, so the bound grows with it (1e-4 at least: proj_k.bias's true gradient is 0, softmax ignores it)
+    for (name, p), (_, p_ref) in zip(fast.named_parameters(), ref.named_parameters()):
+        if p.grad is not None:
+            atol = max(1e-4, 1e-5 * p_ref.grad.abs().max().item())
+            torch.testing.assert_close(p.grad, p_ref.grad, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("case", ["32 channels per head", "bf16 autocast", "table bias", "record", "dropout"])
+def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case):
+    channels = 256 if case.startswith("32") else 128
+    kwargs = {"dwc_pe": False} if case == "table bias" else {"attn_drop": 0.5} if case == "dropout" else {}
+    module = DAttention(channels, (6, 6), **kwargs)
+    module.record = case == "record"
+    x = torch.randn(1, channels, 6, 6)
+    if case == "bf16 autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ops, _ = ops_run(lambda: module(x))
+    else:
+        with torch.no_grad():
+            ops, _ = ops_run(lambda: module(x))
+    assert OUR_OP not in ops
+
+
+def test_switched_off_dattention_falls_back_to_sdpa_with_the_same_result(monkeypatch):
+    torch.manual_seed(3)
+    module = DAttention(128, (8, 8))
+    x = torch.randn(2, 128, 8, 8)
+    with torch.no_grad():
+        ops_on, _ = ops_run(lambda: module(x))
+        y_kernel = module(x)
+        monkeypatch.setattr(cpu_attention, "library", lambda: None)
+        ops_off, _ = ops_run(lambda: module(x))
+        y_sdpa = module(x)
+    assert OUR_OP in ops_on and OUR_OP not in ops_off and SDPA_OP in ops_off
+    torch.testing.assert_close(y_kernel, y_sdpa, atol=1e-5, rtol=0)
+
+
+def test_build_is_cached_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path))
+    first = cpu_attention.build()
+    stamp = first.stat().st_mtime_ns
+    second = cpu_attention.build()
+    assert first == second and first.parent == tmp_path and second.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
+
+
+def test_without_a_compiler_it_logs_once_and_dattention_still_runs(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setattr(cpu_attention, "_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        cpu_attention.build()
+    cpu_attention.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=cpu_attention.__name__):
+            assert cpu_attention.library() is None
+            module = DAttention(128, (4, 4))
+            with torch.no_grad():
+                ops, _ = ops_run(lambda: module(torch.randn(1, 128, 4, 4)))
+        assert OUR_OP not in ops and SDPA_OP in ops
+        assert len([r for r in caplog.records if "CPU attention kernel unavailable" in r.message]) == 1
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        cpu_attention.library.cache_clear()  # the next caller loads the real build again
+
+
+def test_compile_failure_names_the_compiler_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_attention, "FLAGS", cpu_attention.FLAGS + ["-DDELIBERATE_ERROR", "-include", "/nonexistent.h"])
+    with pytest.raises(RuntimeError, match="failed:"):
+        cpu_attention.build()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_traced_graphs_keep_pytorch_kernel():
+    """TorchScript tracing (YOLOv5's torchscript export) and ONNX export record PyTorch's kernel, which they can
+    represent; the traced module gives the eager output."""
+    module = DAttention(128, (6, 6)).eval()
+    x = torch.randn(1, 128, 6, 6)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, x)
+        eager = module(x)
+        assert "yolov5_dattn::attention_cpu" not in str(traced.graph) and "scaled_dot_product_attention" in str(traced.graph)
+        torch.testing.assert_close(traced(x), eager, atol=1e-5, rtol=0)

@@ -1,0 +1,326 @@
+// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 16 channels (the code is
+// written for any multiple of 16; DISPATCH says which are compiled).
+//
+// Why this exists: PyTorch's fused CPU kernel spends most of its time outside the matmuls when a head has
+// 16 channels (DAttention at P3: 128 channels / 8 heads), reaching ~40% of the machine's matmul peak.
+// Here the score block stays in L1 and the softmax is folded into the same pass (flash attention:
+// running max and sum per query row; the backward recomputes the probabilities from the saved
+// log-sum-exp instead of storing the (M x N) matrix).
+//
+// Layout: tokens, (B, L, C) with one head's D channels at `head * D` of each row: the layout DAttention
+// projects into, so nothing is copied on the way in. q, k and v may be strided views (k and v are the
+// halves of one (B, N, 2C) projection), given as (row stride, batch stride); o, the gradients and grad_out
+// are contiguous (B, L, C). lse is (B, heads, M), in base 2.
+// Scores are computed in base 2: q is pre-multiplied by scale * log2(e) and exp2 replaces exp.
+// One call handles the (batch, head) pairs [first, last); Python runs calls on its threads.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <cmath>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+typedef float vf __attribute__((vector_size(64)));            // 16 floats (one AVX-512 register)
+typedef float vfu __attribute__((vector_size(64), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(64)));
+static const int W = 16;
+
+static inline vf load(const float* p) { return *(const vfu*)p; }
+static inline void store(float* p, vf x) { *(vfu*)p = x; }
+// spelled out: `(vf){} + x` costs a scalar add per broadcast (0 + x is not x for x = -0)
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf bcast(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
+// 2^x for x <= 0 (the argument is always a score minus its row maximum): 2^round(x) times a degree-5 polynomial
+// of the remainder in [-0.5, 0.5] (relative error < 3e-6, far below what attention outputs are checked to).
+#if defined(__AVX512F__)
+static inline vf exp2v(vf x) {  // 8 instructions: the exponent is applied by vscalefps, which flushes to 0 below
+    const __m512 n = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const vf f = x - (vf)n;
+    const vf p = ((((1.3333558e-3f * f + 9.6181291e-3f) * f + 5.5504109e-2f) * f + 2.4022651e-1f) * f
+                  + 6.9314718e-1f) * f + 1.0f;
+    return (vf)_mm512_scalef_ps((__m512)p, n);
+}
+#else
+static inline vf exp2v(vf x) {
+    x = vmax(x, bcast(-126.0f));  // below: 0 (to float precision) without overflowing the exponent bits
+    const vf n = (x + 12582912.0f) - 12582912.0f;  // round to nearest
+    const vf f = x - n;
+    const vf p = ((((1.3333558e-3f * f + 9.6181291e-3f) * f + 5.5504109e-2f) * f + 2.4022651e-1f) * f
+                  + 6.9314718e-1f) * f + 1.0f;
+    const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+#endif
+
+// max / sum over the 16 lanes, broadcast to all of them (4 shuffle steps instead of 15 dependent scalar ops)
+static const vi SWAP8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
+static const vi SWAP4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
+static const vi SWAP2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+static const vi SWAP1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+static inline vf allmax(vf x) {
+    x = vmax(x, __builtin_shuffle(x, SWAP8));
+    x = vmax(x, __builtin_shuffle(x, SWAP4));
+    x = vmax(x, __builtin_shuffle(x, SWAP2));
+    return vmax(x, __builtin_shuffle(x, SWAP1));
+}
+static inline vf allsum(vf x) {
+    x += __builtin_shuffle(x, SWAP8);
+    x += __builtin_shuffle(x, SWAP4);
+    x += __builtin_shuffle(x, SWAP2);
+    return x + __builtin_shuffle(x, SWAP1);
+}
+
+// a block of BQ query rows against BK keys: the score block (8 KB) and the key/value rows it reads stay in L1
+enum { BQ = 8, BK = 256 };
+
+// rows (BQ x D, stride D) times the transposed block Xt (D x ld_t, columns [0, n)) -> S (BQ x BK);
+// with rmax, also each row's running lane-wise maximum (one vector per row, updated)
+template <int D>
+static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t, int n, float* S, vf* rmax) {
+    for (int j = 0; j < n; j += 4 * W) {
+        for (int r = 0; r < BQ; r += 4) {  // 4 rows x 4 vectors: 16 accumulators, 8 loads per 16 FMAs
+            vf a[4][4] = {};
+            for (int c = 0; c < D; c++) {
+                const float* t = Xt + c * ld_t + j;
+                const vf t0 = load(t), t1 = load(t + W), t2 = load(t + 2 * W), t3 = load(t + 3 * W);
+                for (int u = 0; u < 4; u++) {
+                    const vf x = bcast(rows[(r + u) * D + c]);
+                    a[u][0] += x * t0; a[u][1] += x * t1; a[u][2] += x * t2; a[u][3] += x * t3;
+                }
+            }
+            for (int u = 0; u < 4; u++) {
+                float* s = S + (r + u) * BK + j;
+                store(s, a[u][0]); store(s + W, a[u][1]); store(s + 2 * W, a[u][2]); store(s + 3 * W, a[u][3]);
+                if (rmax) rmax[r + u] = vmax(vmax(rmax[r + u], vmax(a[u][0], a[u][1])), vmax(a[u][2], a[u][3]));
+            }
+        }
+    }
+}
+
+// copy rows [i, i+BQ) of x (stride ld, head offset applied) to a packed (BQ x D) block, times mul;
+// rows beyond m are zero
+template <int D>
+static inline void pack_rows(const float* x, int64_t ld, int64_t i, int64_t m, float mul, float* out) {
+    for (int r = 0; r < BQ; r++) {
+        if (i + r < m) for (int c = 0; c < D; c++) out[r * D + c] = x[(i + r) * ld + c] * mul;
+        else memset(out + r * D, 0, sizeof(float) * D);
+    }
+}
+
+// (n x D, stride ld) -> (D x n_pad), zero-padded to a multiple of 4 * W columns
+template <int D>
+static void transpose(const float* x, int64_t ld, int64_t n, int64_t n_pad, float* xt) {
+    for (int c = 0; c < D; c++) {
+        float* row = xt + c * n_pad;
+        for (int64_t j = 0; j < n; j++) row[j] = x[j * ld + c];
+        for (int64_t j = n; j < n_pad; j++) row[j] = 0.0f;
+    }
+}
+
+// (n x D, stride ld) -> contiguous (n x D): rows 512 B apart would all fall into 8 of L1's 64 sets
+template <int D>
+static void pack(const float* x, int64_t ld, int64_t n, float* out) {
+    for (int64_t j = 0; j < n; j++) memcpy(out + j * D, x + j * ld, sizeof(float) * D);
+}
+
+template <int D>
+static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                        float* o, int64_t ldo, float* lse, int64_t m, int64_t n, float scale,
+                        float* kt, float* vp, int64_t n_pad) {
+    transpose<D>(k, ldk, n, n_pad, kt);
+    pack<D>(v, ldv, n, vp);
+    const float qmul = scale * 1.4426950408889634f;  // scores in base 2
+    alignas(64) float qb[BQ * D], S[BQ * BK], acc[BQ * D];
+    float mx[BQ], sum[BQ];
+    for (int64_t i = 0; i < m; i += BQ) {
+        pack_rows<D>(q, ldq, i, m, qmul, qb);
+        for (int r = 0; r < BQ; r++) { mx[r] = -1e30f; sum[r] = 0.0f; }
+        memset(acc, 0, sizeof(acc));
+        for (int64_t j0 = 0; j0 < n; j0 += BK) {
+            const int nb = (int)(n - j0 < BK ? n - j0 : BK);
+            const int nb_pad = (nb + 4 * W - 1) / (4 * W) * (4 * W);
+            vf rmax[BQ];
+            for (int r = 0; r < BQ; r++) rmax[r] = bcast(-1e30f);
+            rows_times_t<D>(qb, kt + j0, n_pad, nb_pad, S, nb == nb_pad ? rmax : nullptr);
+            for (int r = 0; r < BQ; r++) {
+                float* s = S + r * BK;
+                if (nb < nb_pad) {  // the last, partial block: padded keys get no weight
+                    for (int j = nb; j < nb_pad; j++) s[j] = -1e30f;
+                    for (int j = 0; j < nb_pad; j += W) rmax[r] = vmax(rmax[r], load(s + j));
+                }
+                const vf old_max = bcast(mx[r]), new_max = vmax(allmax(rmax[r]), old_max);
+                const float alpha = exp2v(old_max - new_max)[0];
+                vf vs = {};
+                for (int j = 0; j < nb_pad; j += W) { vf p = exp2v(load(s + j) - new_max); store(s + j, p); vs += p; }
+                sum[r] = sum[r] * alpha + allsum(vs)[0];
+                mx[r] = new_max[0];
+                if (alpha != 1.0f)
+                    for (int c = 0; c < D; c += W) store(acc + r * D + c, load(acc + r * D + c) * alpha);
+            }
+            // acc[r] += sum_j P[r][j] * v[j]
+            for (int c = 0; c < D; c += W) {
+                vf a[BQ];
+                for (int r = 0; r < BQ; r++) a[r] = load(acc + r * D + c);
+                for (int j = 0; j < nb; j++) {
+                    const vf vr = load(vp + (j0 + j) * D + c);
+                    for (int r = 0; r < BQ; r++) a[r] += bcast(S[r * BK + j]) * vr;
+                }
+                for (int r = 0; r < BQ; r++) store(acc + r * D + c, a[r]);
+            }
+        }
+        for (int r = 0; r < BQ && i + r < m; r++) {
+            const float inv = 1.0f / sum[r];
+            for (int c = 0; c < D; c += W) store(o + (i + r) * ldo + c, load(acc + r * D + c) * inv);
+            lse[i + r] = mx[r] + log2f(sum[r]);
+        }
+    }
+}
+
+template <int D>
+static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                         const float* o, const float* go, const float* lse, float* gq, float* gk, float* gv,
+                         int64_t ld, int64_t m, int64_t n, float scale,
+                         float* kt, float* vt, float* kp, float* gkp, float* gvp, int64_t n_pad) {
+    transpose<D>(k, ldk, n, n_pad, kt);
+    transpose<D>(v, ldv, n, n_pad, vt);
+    pack<D>(k, ldk, n, kp);
+    memset(kp + n * D, 0, sizeof(float) * (n_pad - n) * D);  // padded keys: rows of zeros, never NaN
+    memset(gkp, 0, sizeof(float) * n_pad * D);
+    memset(gvp, 0, sizeof(float) * n_pad * D);
+    const float qmul = scale * 1.4426950408889634f;
+    alignas(64) float qb[BQ * D], gob[BQ * D], P[BQ * BK], dS[BQ * BK], gqb[BQ * D];
+    float delta[BQ], l[BQ];
+    for (int64_t i = 0; i < m; i += BQ) {
+        pack_rows<D>(q, ldq, i, m, qmul, qb);
+        pack_rows<D>(go, ld, i, m, 1.0f, gob);
+        for (int r = 0; r < BQ; r++) {
+            float d = 0.0f;
+            if (i + r < m) for (int c = 0; c < D; c++) d += go[(i + r) * ld + c] * o[(i + r) * ld + c];
+            delta[r] = d;
+            l[r] = i + r < m ? lse[i + r] : 1e30f;  // rows beyond m: probabilities 0
+        }
+        memset(gqb, 0, sizeof(gqb));
+        for (int64_t j0 = 0; j0 < n; j0 += BK) {
+            const int nb = (int)(n - j0 < BK ? n - j0 : BK);
+            const int nb_pad = (nb + 4 * W - 1) / (4 * W) * (4 * W);
+            rows_times_t<D>(qb, kt + j0, n_pad, nb_pad, P, nullptr);
+            rows_times_t<D>(gob, vt + j0, n_pad, nb_pad, dS, nullptr);  // dP
+            for (int r = 0; r < BQ; r++) {
+                const vf lr = bcast(l[r]), dr = bcast(delta[r]);
+                float *p = P + r * BK, *ds = dS + r * BK;
+                for (int j = 0; j < nb_pad; j += W) {
+                    vf pj = exp2v(load(p + j) - lr);
+                    store(p + j, pj);
+                    store(ds + j, pj * (load(ds + j) - dr));
+                }
+                for (int j = nb; j < nb_pad; j++) p[j] = ds[j] = 0.0f;  // padded keys
+            }
+            // gv[j] += sum_r P[r][j] go[r], then gk[j] += sum_r dS[r][j] q[r] and gq[r] += sum_j dS[r][j] k[j]:
+            // two passes, so that each one's rows stay in registers; keys in fours, so that four independent
+            // chains of FMAs are in flight (nb_pad is a multiple of 4 and the padded keys have P = dS = 0)
+            for (int c = 0; c < D; c += W) {
+                vf gor[BQ];
+                for (int r = 0; r < BQ; r++) gor[r] = load(gob + r * D + c);
+                for (int j = 0; j < nb_pad; j += 4) {
+                    float* g = gvp + (j0 + j) * D + c;
+                    vf a0 = load(g), a1 = load(g + D), a2 = load(g + 2 * D), a3 = load(g + 3 * D);
+                    for (int r = 0; r < BQ; r++) {
+                        const float* p = P + r * BK + j;
+                        a0 += bcast(p[0]) * gor[r]; a1 += bcast(p[1]) * gor[r];
+                        a2 += bcast(p[2]) * gor[r]; a3 += bcast(p[3]) * gor[r];
+                    }
+                    store(g, a0); store(g + D, a1); store(g + 2 * D, a2); store(g + 3 * D, a3);
+                }
+                vf qr[BQ], gqr[BQ];
+                for (int r = 0; r < BQ; r++) {
+                    qr[r] = load(qb + r * D + c);
+                    gqr[r] = load(gqb + r * D + c);
+                }
+                for (int j = 0; j < nb_pad; j += 2) {
+                    float* g = gkp + (j0 + j) * D + c;
+                    const vf k0 = load(kp + (j0 + j) * D + c), k1 = load(kp + (j0 + j + 1) * D + c);
+                    vf a0 = load(g), a1 = load(g + D);
+                    for (int r = 0; r < BQ; r++) {
+                        const vf s0 = bcast(dS[r * BK + j]), s1 = bcast(dS[r * BK + j + 1]);
+                        a0 += s0 * qr[r];
+                        a1 += s1 * qr[r];
+                        gqr[r] += s0 * k0 + s1 * k1;
+                    }
+                    store(g, a0); store(g + D, a1);
+                }
+                for (int r = 0; r < BQ; r++) store(gqb + r * D + c, gqr[r]);
+            }
+        }
+        for (int r = 0; r < BQ && i + r < m; r++)
+            for (int c = 0; c < D; c += W) store(gq + (i + r) * ld + c, load(gqb + r * D + c) * scale);
+    }
+    // gk accumulated dS * (q * scale * log2e) but the scores' scale is applied once: undo the log2e
+    const float kfix = 1.0f / 1.4426950408889634f;
+    for (int64_t j = 0; j < n; j++)
+        for (int c = 0; c < D; c += W) {
+            store(gk + j * ld + c, load(gkp + j * D + c) * kfix);
+            store(gv + j * ld + c, load(gvp + j * D + c));
+        }
+}
+
+// strides of q, k and v: {row, batch} each
+struct Strides { int64_t q_row, q_batch, k_row, k_batch, v_row, v_batch; };
+
+static inline int64_t padded(int64_t n) { return (n + 4 * W - 1) / (4 * W) * (4 * W) + BK; }
+
+// the (batch, head) pairs [first, last)
+template <int D>
+static int forward_range(const float* q, const float* k, const float* v, Strides st, float* o, float* lse,
+                         int64_t heads, int64_t m, int64_t n, float scale, int64_t first, int64_t last) {
+    const int64_t n_pad = padded(n), ld = heads * D;
+    float* buf = (float*)aligned_alloc(64, sizeof(float) * D * n_pad * 2);
+    if (!buf) return 1;
+    for (int64_t bh = first; bh < last; bh++) {
+        const int64_t b = bh / heads, h = bh % heads;
+        forward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
+                       v + b * st.v_batch + h * D, st.v_row, o + b * m * ld + h * D, ld, lse + bh * m, m, n, scale,
+                       buf, buf + D * n_pad, n_pad);
+    }
+    free(buf);
+    return 0;
+}
+
+template <int D>
+static int backward_range(const float* q, const float* k, const float* v, Strides st, const float* o,
+                          const float* go, const float* lse, float* gq, float* gk, float* gv, int64_t heads,
+                          int64_t m, int64_t n, float scale, int64_t first, int64_t last) {
+    const int64_t n_pad = padded(n), ld = heads * D;
+    float* buf = (float*)aligned_alloc(64, sizeof(float) * D * n_pad * 5);
+    if (!buf) return 1;
+    for (int64_t bh = first; bh < last; bh++) {
+        const int64_t b = bh / heads, h = bh % heads, qo = b * m * ld + h * D, ko = b * n * ld + h * D;
+        backward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
+                        v + b * st.v_batch + h * D, st.v_row, o + qo, go + qo, lse + bh * m,
+                        gq + qo, gk + ko, gv + ko, ld, m, n, scale,
+                        buf, buf + D * n_pad, buf + 2 * D * n_pad, buf + 3 * D * n_pad, buf + 4 * D * n_pad, n_pad);
+    }
+    free(buf);
+    return 0;
+}
+
+// head_dim -> the kernel compiled for it; 2 = not supported (the caller uses PyTorch's kernel). Only 16: at 32
+// and 64 channels per head PyTorch's kernel measures as fast as this one (scripts/benchmark_attention.py).
+#define DISPATCH(D, fn, ...) switch (D) { case 16: return fn<16>(__VA_ARGS__); default: return 2; }
+
+// Returns 0, 1 when out of memory, 2 when head_dim is not one compiled here.
+extern "C" int attention_forward(const float* q, const float* k, const float* v, const int64_t* strides,
+                                 float* o, float* lse, int64_t heads, int64_t d, int64_t m, int64_t n, float scale,
+                                 int64_t first, int64_t last) {
+    const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5]};
+    DISPATCH(d, forward_range, q, k, v, st, o, lse, heads, m, n, scale, first, last);
+}
+
+extern "C" int attention_backward(const float* q, const float* k, const float* v, const int64_t* strides,
+                                  const float* o, const float* go, const float* lse, float* gq, float* gk,
+                                  float* gv, int64_t heads, int64_t d, int64_t m, int64_t n, float scale,
+                                  int64_t first, int64_t last) {
+    const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5]};
+    DISPATCH(d, backward_range, q, k, v, st, o, go, lse, gq, gk, gv, heads, m, n, scale, first, last);
+}
