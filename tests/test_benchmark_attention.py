@@ -11,21 +11,27 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_attention.
 def test_one_case_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--levels", "P5", "--batch", "1", "--passes", "fwd",
-                           "--runs", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--runs", "2", "--repeats", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     (row,) = result["rows"]
     ref, fast = row["reference"], row["fast"]
     assert result["matmul_peak_gflops"]["fp32"] > 1
     assert row["speedup"] == ref["median_s"] / fast["median_s"] and fast["runs"] == ref["runs"] == 2
+    assert fast["repeats"] == ref["repeats"] == 2  # two fresh processes each, alternating
     assert fast["kernel"] == "sdpa" and ref["kernel"] == "explicit"  # 64 channels per head at P5: PyTorch's kernel
     # FLOPs of the same computation: equal up to the reference's extra elementwise ops, which are not counted
     assert abs(fast["gflop"] - ref["gflop"]) / ref["gflop"] < 0.01
+    # each fraction is against the matmul peak measured in that case's own process
+    assert fast["fraction_of_peak"] == fast["gflop"] / fast["median_s"] / fast["matmul_peak_gflops"]
     assert 0 < fast["fraction_of_peak"] < 1.5
+    assert result["matmul_peak_gflops"]["fp32"] >= max(fast["matmul_peak_gflops"], ref["matmul_peak_gflops"])
     assert "P5     512  20x20   1 fwd" in proc.stdout and "fast attention kernel at P5: sdpa" in proc.stdout
 
 
 def test_bad_flag_is_one_line_exit_2():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--runs", "1"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: --runs 1: must be at least 2"
+    for flag, message in (("--runs", "--runs 1: must be at least 2"), ("--repeats", "--repeats 0: must be at least 1")):
+        value = "1" if flag == "--runs" else "0"
+        proc = subprocess.run([sys.executable, str(SCRIPT), flag, value], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == f"error: {message}"

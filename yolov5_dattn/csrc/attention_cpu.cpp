@@ -77,10 +77,10 @@ enum { BQ = 8, BK = 256 };
 
 // rows (BQ x D, stride D) times the transposed block Xt (D x ld_t, columns [0, n)) -> S (BQ x BK);
 // with rmax, also each row's running lane-wise maximum (one vector per row, updated)
-template <int D>
+template <int D, int R = BQ, int K = BK>
 static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t, int n, float* S, vf* rmax) {
     for (int j = 0; j < n; j += 4 * W) {
-        for (int r = 0; r < BQ; r += 4) {  // 4 rows x 4 vectors: 16 accumulators, 8 loads per 16 FMAs
+        for (int r = 0; r < R; r += 4) {  // 4 rows x 4 vectors: 16 accumulators, 8 loads per 16 FMAs
             vf a[4][4] = {};
             for (int c = 0; c < D; c++) {
                 const float* t = Xt + c * ld_t + j;
@@ -91,7 +91,7 @@ static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t
                 }
             }
             for (int u = 0; u < 4; u++) {
-                float* s = S + (r + u) * BK + j;
+                float* s = S + (r + u) * K + j;
                 store(s, a[u][0]); store(s + W, a[u][1]); store(s + 2 * W, a[u][2]); store(s + 3 * W, a[u][3]);
                 if (rmax) rmax[r + u] = vmax(vmax(rmax[r + u], vmax(a[u][0], a[u][1])), vmax(a[u][2], a[u][3]));
             }
@@ -101,9 +101,9 @@ static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t
 
 // copy rows [i, i+BQ) of x (stride ld, head offset applied) to a packed (BQ x D) block, times mul;
 // rows beyond m are zero
-template <int D>
+template <int D, int R = BQ>
 static inline void pack_rows(const float* x, int64_t ld, int64_t i, int64_t m, float mul, float* out) {
-    for (int r = 0; r < BQ; r++) {
+    for (int r = 0; r < R; r++) {
         if (i + r < m) for (int c = 0; c < D; c++) out[r * D + c] = x[(i + r) * ld + c] * mul;
         else memset(out + r * D, 0, sizeof(float) * D);
     }
@@ -178,6 +178,10 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
     }
 }
 
+// the backward's block: 16 query rows (each key row read from L1 serves twice as many of them) against 64 keys
+// (its two 4 KB score blocks, the key/value columns and the gradient rows of the block then fit in L1 together)
+enum { RB = 16, KB = 64 };
+
 template <int D>
 static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                          const float* o, const float* go, const float* lse, float* gq, float* gk, float* gv,
@@ -190,26 +194,26 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
     memset(gkp, 0, sizeof(float) * n_pad * D);
     memset(gvp, 0, sizeof(float) * n_pad * D);
     const float qmul = scale * 1.4426950408889634f;
-    alignas(64) float qb[BQ * D], gob[BQ * D], P[BQ * BK], dS[BQ * BK], gqb[BQ * D];
-    float delta[BQ], l[BQ];
-    for (int64_t i = 0; i < m; i += BQ) {
-        pack_rows<D>(q, ldq, i, m, qmul, qb);
-        pack_rows<D>(go, ld, i, m, 1.0f, gob);
-        for (int r = 0; r < BQ; r++) {
+    alignas(64) float qb[RB * D], gob[RB * D], P[RB * KB], dS[RB * KB], gqb[RB * D];
+    float delta[RB], l[RB];
+    for (int64_t i = 0; i < m; i += RB) {
+        pack_rows<D, RB>(q, ldq, i, m, qmul, qb);
+        pack_rows<D, RB>(go, ld, i, m, 1.0f, gob);
+        for (int r = 0; r < RB; r++) {
             float d = 0.0f;
             if (i + r < m) for (int c = 0; c < D; c++) d += go[(i + r) * ld + c] * o[(i + r) * ld + c];
             delta[r] = d;
             l[r] = i + r < m ? lse[i + r] : 1e30f;  // rows beyond m: probabilities 0
         }
         memset(gqb, 0, sizeof(gqb));
-        for (int64_t j0 = 0; j0 < n; j0 += BK) {
-            const int nb = (int)(n - j0 < BK ? n - j0 : BK);
+        for (int64_t j0 = 0; j0 < n; j0 += KB) {
+            const int nb = (int)(n - j0 < KB ? n - j0 : KB);
             const int nb_pad = (nb + 4 * W - 1) / (4 * W) * (4 * W);
-            rows_times_t<D>(qb, kt + j0, n_pad, nb_pad, P, nullptr);
-            rows_times_t<D>(gob, vt + j0, n_pad, nb_pad, dS, nullptr);  // dP
-            for (int r = 0; r < BQ; r++) {
+            rows_times_t<D, RB, KB>(qb, kt + j0, n_pad, nb_pad, P, nullptr);
+            rows_times_t<D, RB, KB>(gob, vt + j0, n_pad, nb_pad, dS, nullptr);  // dP
+            for (int r = 0; r < RB; r++) {
                 const vf lr = bcast(l[r]), dr = bcast(delta[r]);
-                float *p = P + r * BK, *ds = dS + r * BK;
+                float *p = P + r * KB, *ds = dS + r * KB;
                 for (int j = 0; j < nb_pad; j += W) {
                     vf pj = exp2v(load(p + j) - lr);
                     store(p + j, pj);
@@ -217,43 +221,43 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
                 }
                 for (int j = nb; j < nb_pad; j++) p[j] = ds[j] = 0.0f;  // padded keys
             }
-            // gv[j] += sum_r P[r][j] go[r], then gk[j] += sum_r dS[r][j] q[r] and gq[r] += sum_j dS[r][j] k[j]:
-            // two passes, so that each one's rows stay in registers; keys in fours, so that four independent
+            // gv[j] += sum_r P[r][j] go[r], gk[j] += sum_r dS[r][j] q[r], gq[r] += sum_j dS[r][j] k[j]: three
+            // passes, so that each one's 16 rows stay in registers; keys in fours (twos), so that independent
             // chains of FMAs are in flight (nb_pad is a multiple of 4 and the padded keys have P = dS = 0)
             for (int c = 0; c < D; c += W) {
-                vf gor[BQ];
-                for (int r = 0; r < BQ; r++) gor[r] = load(gob + r * D + c);
+                vf gor[RB];
+                for (int r = 0; r < RB; r++) gor[r] = load(gob + r * D + c);
                 for (int j = 0; j < nb_pad; j += 4) {
                     float* g = gvp + (j0 + j) * D + c;
                     vf a0 = load(g), a1 = load(g + D), a2 = load(g + 2 * D), a3 = load(g + 3 * D);
-                    for (int r = 0; r < BQ; r++) {
-                        const float* p = P + r * BK + j;
+                    for (int r = 0; r < RB; r++) {
+                        const float* p = P + r * KB + j;
                         a0 += bcast(p[0]) * gor[r]; a1 += bcast(p[1]) * gor[r];
                         a2 += bcast(p[2]) * gor[r]; a3 += bcast(p[3]) * gor[r];
                     }
                     store(g, a0); store(g + D, a1); store(g + 2 * D, a2); store(g + 3 * D, a3);
                 }
-                vf qr[BQ], gqr[BQ];
-                for (int r = 0; r < BQ; r++) {
-                    qr[r] = load(qb + r * D + c);
-                    gqr[r] = load(gqb + r * D + c);
-                }
+                vf qr[RB];
+                for (int r = 0; r < RB; r++) qr[r] = load(qb + r * D + c);
                 for (int j = 0; j < nb_pad; j += 2) {
                     float* g = gkp + (j0 + j) * D + c;
-                    const vf k0 = load(kp + (j0 + j) * D + c), k1 = load(kp + (j0 + j + 1) * D + c);
                     vf a0 = load(g), a1 = load(g + D);
-                    for (int r = 0; r < BQ; r++) {
-                        const vf s0 = bcast(dS[r * BK + j]), s1 = bcast(dS[r * BK + j + 1]);
-                        a0 += s0 * qr[r];
-                        a1 += s1 * qr[r];
-                        gqr[r] += s0 * k0 + s1 * k1;
+                    for (int r = 0; r < RB; r++) {
+                        a0 += bcast(dS[r * KB + j]) * qr[r];
+                        a1 += bcast(dS[r * KB + j + 1]) * qr[r];
                     }
                     store(g, a0); store(g + D, a1);
                 }
-                for (int r = 0; r < BQ; r++) store(gqb + r * D + c, gqr[r]);
+                vf gqr[RB];
+                for (int r = 0; r < RB; r++) gqr[r] = load(gqb + r * D + c);
+                for (int j = 0; j < nb_pad; j += 2) {
+                    const vf k0 = load(kp + (j0 + j) * D + c), k1 = load(kp + (j0 + j + 1) * D + c);
+                    for (int r = 0; r < RB; r++) gqr[r] += bcast(dS[r * KB + j]) * k0 + bcast(dS[r * KB + j + 1]) * k1;
+                }
+                for (int r = 0; r < RB; r++) store(gqb + r * D + c, gqr[r]);
             }
         }
-        for (int r = 0; r < BQ && i + r < m; r++)
+        for (int r = 0; r < RB && i + r < m; r++)
             for (int c = 0; c < D; c += W) store(gq + (i + r) * ld + c, load(gqb + r * D + c) * scale);
     }
     // gk accumulated dS * (q * scale * log2e) but the scores' scale is applied once: undo the log2e
@@ -268,7 +272,7 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
 // strides of q, k and v: {row, batch} each
 struct Strides { int64_t q_row, q_batch, k_row, k_batch, v_row, v_batch; };
 
-static inline int64_t padded(int64_t n) { return (n + 4 * W - 1) / (4 * W) * (4 * W) + BK; }
+static inline int64_t padded(int64_t n) { return (n + 4 * W - 1) / (4 * W) * (4 * W) + ((int)BK > (int)KB ? (int)BK : (int)KB); }
 
 // the (batch, head) pairs [first, last)
 template <int D>
