@@ -28,8 +28,8 @@ static const int W = 16;
 
 static inline vf load(const float* p) { return *(const vfu*)p; }
 static inline void store(float* p, vf x) { *(vfu*)p = x; }
-// spelled out: `(vf){} + x` costs a scalar add per broadcast (0 + x is not x for x = -0)
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+// spelled out: `(vf){} + x` costs a scalar add per broadcast (0 + x is not x for x = -0)
 static inline vf bcast(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
 // 2^x for x <= 0 (the argument is always a score minus its row maximum): 2^round(x) times a degree-5 polynomial
