@@ -76,6 +76,30 @@ def test_kernel_is_deterministic_across_thread_counts():
 
 
 @needs_kernel
+@pytest.mark.parametrize("layout", ["transposed", "expanded", "batch-strided"])
+def test_backward_reads_a_strided_grad_out_in_place(layout):
+    """DAttention's grad_out arrives as the transpose of an NCHW map, and `.sum()` gives a stride-0 one: the kernel
+    reads them through their strides, with the gradients of a contiguous copy."""
+    torch.manual_seed(3)
+    B, M, N, heads = 2, 45, 70, 3
+    C = 16 * heads
+    q = torch.randn(B, M, C, requires_grad=True)
+    k, v = torch.randn(B, N, C, requires_grad=True), torch.randn(B, N, C, requires_grad=True)
+    grad = {"transposed": torch.randn(B, C, M).transpose(1, 2),
+            "expanded": torch.randn(1, 1, C).expand(B, M, C),
+            "batch-strided": torch.randn(B, 2 * M, C)[:, ::2]}[layout]
+    assert not grad.is_contiguous()
+    out, lse = torch.ops.yolov5_dattn.attention_cpu(q, k, v, heads)
+    strided = torch.ops.yolov5_dattn.attention_cpu_backward(grad, q, k, v, out, lse, heads)
+    contiguous = torch.ops.yolov5_dattn.attention_cpu_backward(grad.contiguous(), q, k, v, out, lse, heads)
+    for a, b in zip(strided, contiguous):
+        assert torch.equal(a, b)
+    expected = torch.autograd.grad(softmax_attention64(q, k, v, heads), (q, k, v), grad.double())  # fp32 grads
+    for a, b in zip(strided, expected):
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
+
+
+@needs_kernel
 def test_flop_counter_counts_the_kernel_like_sdpa():
     q = torch.randn(2, 50, 32, requires_grad=True)
     k, v = torch.randn(2, 70, 32), torch.randn(2, 70, 32)

@@ -9,8 +9,9 @@
 //
 // Layout: tokens, (B, L, C) with one head's D channels at `head * D` of each row: the layout DAttention
 // projects into, so nothing is copied on the way in. q, k and v may be strided views (k and v are the
-// halves of one (B, N, 2C) projection), given as (row stride, batch stride); o, the gradients and grad_out
-// are contiguous (B, L, C). lse is (B, heads, M), in base 2.
+// halves of one (B, N, 2C) projection), given as (row stride, batch stride); grad_out may be any strided
+// (B, M, C) view (DAttention's is the transpose of an NCHW map), given as (row, batch, channel) strides; o and the
+// gradients are contiguous (B, L, C). lse is (B, heads, M), in base 2.
 // Scores are computed in base 2: q is pre-multiplied by scale * log2(e) and exp2 replaces exp.
 // One call handles the (batch, head) pairs [first, last); Python runs calls on its threads.
 #include <cstdint>
@@ -99,12 +100,12 @@ static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t
     }
 }
 
-// copy rows [i, i+BQ) of x (stride ld, head offset applied) to a packed (BQ x D) block, times mul;
-// rows beyond m are zero
+// copy rows [i, i+BQ) of x (row stride ld, channel stride ldc, head offset applied) to a packed (BQ x D) block,
+// times mul; rows beyond m are zero
 template <int D, int R = BQ>
-static inline void pack_rows(const float* x, int64_t ld, int64_t i, int64_t m, float mul, float* out) {
+static inline void pack_rows(const float* x, int64_t ld, int64_t i, int64_t m, float mul, float* out, int64_t ldc = 1) {
     for (int r = 0; r < R; r++) {
-        if (i + r < m) for (int c = 0; c < D; c++) out[r * D + c] = x[(i + r) * ld + c] * mul;
+        if (i + r < m) for (int c = 0; c < D; c++) out[r * D + c] = x[(i + r) * ld + c * ldc] * mul;
         else memset(out + r * D, 0, sizeof(float) * D);
     }
 }
@@ -159,15 +160,23 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
                 if (alpha != 1.0f)
                     for (int c = 0; c < D; c += W) store(acc + r * D + c, load(acc + r * D + c) * alpha);
             }
-            // acc[r] += sum_j P[r][j] * v[j]
+            // acc[r] += sum_j P[r][j] * v[j], even and odd keys in separate sums: 2 x BQ chains of FMAs in flight
             for (int c = 0; c < D; c += W) {
-                vf a[BQ];
-                for (int r = 0; r < BQ; r++) a[r] = load(acc + r * D + c);
-                for (int j = 0; j < nb; j++) {
-                    const vf vr = load(vp + (j0 + j) * D + c);
-                    for (int r = 0; r < BQ; r++) a[r] += bcast(S[r * BK + j]) * vr;
+                vf a[BQ], b[BQ];
+                for (int r = 0; r < BQ; r++) { a[r] = load(acc + r * D + c); b[r] = bcast(0.0f); }
+                int j = 0;
+                for (; j + 1 < nb; j += 2) {
+                    const vf v0 = load(vp + (j0 + j) * D + c), v1 = load(vp + (j0 + j + 1) * D + c);
+                    for (int r = 0; r < BQ; r++) {
+                        a[r] += bcast(S[r * BK + j]) * v0;
+                        b[r] += bcast(S[r * BK + j + 1]) * v1;
+                    }
                 }
-                for (int r = 0; r < BQ; r++) store(acc + r * D + c, a[r]);
+                if (j < nb) {
+                    const vf v0 = load(vp + (j0 + j) * D + c);
+                    for (int r = 0; r < BQ; r++) a[r] += bcast(S[r * BK + j]) * v0;
+                }
+                for (int r = 0; r < BQ; r++) store(acc + r * D + c, a[r] + b[r]);
             }
         }
         for (int r = 0; r < BQ && i + r < m; r++) {
@@ -180,12 +189,12 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
 
 // the backward's block: 16 query rows (each key row read from L1 serves twice as many of them) against 64 keys
 // (its two 4 KB score blocks, the key/value columns and the gradient rows of the block then fit in L1 together)
-enum { RB = 16, KB = 64 };
+enum { RB = 16, KB = 64, G = 8 };
 
 template <int D>
 static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
-                         const float* o, const float* go, const float* lse, float* gq, float* gk, float* gv,
-                         int64_t ld, int64_t m, int64_t n, float scale,
+                         const float* o, const float* go, int64_t go_row, int64_t go_col, const float* lse,
+                         float* gq, float* gk, float* gv, int64_t ld, int64_t m, int64_t n, float scale,
                          float* kt, float* vt, float* kp, float* gkp, float* gvp, int64_t n_pad) {
     transpose<D>(k, ldk, n, n_pad, kt);
     transpose<D>(v, ldv, n, n_pad, vt);
@@ -198,10 +207,10 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
     float delta[RB], l[RB];
     for (int64_t i = 0; i < m; i += RB) {
         pack_rows<D, RB>(q, ldq, i, m, qmul, qb);
-        pack_rows<D, RB>(go, ld, i, m, 1.0f, gob);
+        pack_rows<D, RB>(go, go_row, i, m, 1.0f, gob, go_col);
         for (int r = 0; r < RB; r++) {
             float d = 0.0f;
-            if (i + r < m) for (int c = 0; c < D; c++) d += go[(i + r) * ld + c] * o[(i + r) * ld + c];
+            if (i + r < m) for (int c = 0; c < D; c++) d += gob[r * D + c] * o[(i + r) * ld + c];
             delta[r] = d;
             l[r] = i + r < m ? lse[i + r] : 1e30f;  // rows beyond m: probabilities 0
         }
@@ -222,37 +231,39 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
                 for (int j = nb; j < nb_pad; j++) p[j] = ds[j] = 0.0f;  // padded keys
             }
             // gv[j] += sum_r P[r][j] go[r], gk[j] += sum_r dS[r][j] q[r], gq[r] += sum_j dS[r][j] k[j]: three
-            // passes, so that each one's 16 rows stay in registers; keys in fours (twos), so that independent
-            // chains of FMAs are in flight (nb_pad is a multiple of 4 and the padded keys have P = dS = 0)
+            // passes, so that each one's 16 rows stay in registers. gv and gk take G keys at a time: each key's
+            // sum is a chain of dependent FMAs, and two FMA units at 4 cycles' latency need 8 chains in flight
+            // (with 2 and 4 keys, as before, the two passes ran at 1/4 and 1/2 of the FMA rate). nb_pad is a
+            // multiple of G and the padded keys have P = dS = 0.
             for (int c = 0; c < D; c += W) {
                 vf gor[RB];
                 for (int r = 0; r < RB; r++) gor[r] = load(gob + r * D + c);
-                for (int j = 0; j < nb_pad; j += 4) {
+                for (int j = 0; j < nb_pad; j += G) {
                     float* g = gvp + (j0 + j) * D + c;
-                    vf a0 = load(g), a1 = load(g + D), a2 = load(g + 2 * D), a3 = load(g + 3 * D);
-                    for (int r = 0; r < RB; r++) {
-                        const float* p = P + r * KB + j;
-                        a0 += bcast(p[0]) * gor[r]; a1 += bcast(p[1]) * gor[r];
-                        a2 += bcast(p[2]) * gor[r]; a3 += bcast(p[3]) * gor[r];
-                    }
-                    store(g, a0); store(g + D, a1); store(g + 2 * D, a2); store(g + 3 * D, a3);
+                    vf a[G];
+                    for (int u = 0; u < G; u++) a[u] = load(g + u * D);
+                    for (int r = 0; r < RB; r++)
+                        for (int u = 0; u < G; u++) a[u] += bcast(P[r * KB + j + u]) * gor[r];
+                    for (int u = 0; u < G; u++) store(g + u * D, a[u]);
                 }
                 vf qr[RB];
                 for (int r = 0; r < RB; r++) qr[r] = load(qb + r * D + c);
-                for (int j = 0; j < nb_pad; j += 2) {
+                for (int j = 0; j < nb_pad; j += G) {
                     float* g = gkp + (j0 + j) * D + c;
-                    vf a0 = load(g), a1 = load(g + D);
-                    for (int r = 0; r < RB; r++) {
-                        a0 += bcast(dS[r * KB + j]) * qr[r];
-                        a1 += bcast(dS[r * KB + j + 1]) * qr[r];
-                    }
-                    store(g, a0); store(g + D, a1);
+                    vf a[G];
+                    for (int u = 0; u < G; u++) a[u] = load(g + u * D);
+                    for (int r = 0; r < RB; r++)
+                        for (int u = 0; u < G; u++) a[u] += bcast(dS[r * KB + j + u]) * qr[r];
+                    for (int u = 0; u < G; u++) store(g + u * D, a[u]);
                 }
                 vf gqr[RB];
                 for (int r = 0; r < RB; r++) gqr[r] = load(gqb + r * D + c);
                 for (int j = 0; j < nb_pad; j += 2) {
                     const vf k0 = load(kp + (j0 + j) * D + c), k1 = load(kp + (j0 + j + 1) * D + c);
-                    for (int r = 0; r < RB; r++) gqr[r] += bcast(dS[r * KB + j]) * k0 + bcast(dS[r * KB + j + 1]) * k1;
+                    for (int r = 0; r < RB; r++) {  // two statements: two FMAs (one expression: mul, FMA and add)
+                        gqr[r] += bcast(dS[r * KB + j]) * k0;
+                        gqr[r] += bcast(dS[r * KB + j + 1]) * k1;
+                    }
                 }
                 for (int r = 0; r < RB; r++) store(gqb + r * D + c, gqr[r]);
             }
@@ -269,17 +280,35 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
         }
 }
 
-// strides of q, k and v: {row, batch} each
-struct Strides { int64_t q_row, q_batch, k_row, k_batch, v_row, v_batch; };
+// strides of q, k and v: {row, batch} each; and of grad_out (backward only): {row, batch, channel}
+struct Strides { int64_t q_row, q_batch, k_row, k_batch, v_row, v_batch, go_row, go_batch, go_col; };
 
 static inline int64_t padded(int64_t n) { return (n + 4 * W - 1) / (4 * W) * (4 * W) + ((int)BK > (int)KB ? (int)BK : (int)KB); }
+
+// This thread's scratch buffer of at least `floats` floats (64-byte aligned), kept between calls: the callers are
+// long-lived pool threads, and a fresh multi-MB block per call costs its page faults again each time (when glibc
+// hands large blocks to mmap). Freed when the thread ends; nullptr when out of memory.
+static float* scratch(size_t floats) {
+    struct Buffer {
+        float* data = nullptr;
+        size_t size = 0;
+        ~Buffer() { free(data); }
+    };
+    static thread_local Buffer buffer;
+    if (buffer.size < floats) {
+        free(buffer.data);
+        buffer.data = (float*)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        buffer.size = buffer.data ? floats : 0;
+    }
+    return buffer.data;
+}
 
 // the (batch, head) pairs [first, last)
 template <int D>
 static int forward_range(const float* q, const float* k, const float* v, Strides st, float* o, float* lse,
                          int64_t heads, int64_t m, int64_t n, float scale, int64_t first, int64_t last) {
     const int64_t n_pad = padded(n), ld = heads * D;
-    float* buf = (float*)aligned_alloc(64, sizeof(float) * D * n_pad * 2);
+    float* buf = scratch((size_t)(D * n_pad * 2));
     if (!buf) return 1;
     for (int64_t bh = first; bh < last; bh++) {
         const int64_t b = bh / heads, h = bh % heads;
@@ -287,7 +316,6 @@ static int forward_range(const float* q, const float* k, const float* v, Strides
                        v + b * st.v_batch + h * D, st.v_row, o + b * m * ld + h * D, ld, lse + bh * m, m, n, scale,
                        buf, buf + D * n_pad, n_pad);
     }
-    free(buf);
     return 0;
 }
 
@@ -296,16 +324,16 @@ static int backward_range(const float* q, const float* k, const float* v, Stride
                           const float* go, const float* lse, float* gq, float* gk, float* gv, int64_t heads,
                           int64_t m, int64_t n, float scale, int64_t first, int64_t last) {
     const int64_t n_pad = padded(n), ld = heads * D;
-    float* buf = (float*)aligned_alloc(64, sizeof(float) * D * n_pad * 5);
+    float* buf = scratch((size_t)(D * n_pad * 5));
     if (!buf) return 1;
     for (int64_t bh = first; bh < last; bh++) {
         const int64_t b = bh / heads, h = bh % heads, qo = b * m * ld + h * D, ko = b * n * ld + h * D;
+        const float* go_head = go + b * st.go_batch + h * D * st.go_col;
         backward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
-                        v + b * st.v_batch + h * D, st.v_row, o + qo, go + qo, lse + bh * m,
+                        v + b * st.v_batch + h * D, st.v_row, o + qo, go_head, st.go_row, st.go_col, lse + bh * m,
                         gq + qo, gk + ko, gv + ko, ld, m, n, scale,
                         buf, buf + D * n_pad, buf + 2 * D * n_pad, buf + 3 * D * n_pad, buf + 4 * D * n_pad, n_pad);
     }
-    free(buf);
     return 0;
 }
 
@@ -317,7 +345,7 @@ static int backward_range(const float* q, const float* k, const float* v, Stride
 extern "C" int attention_forward(const float* q, const float* k, const float* v, const int64_t* strides,
                                  float* o, float* lse, int64_t heads, int64_t d, int64_t m, int64_t n, float scale,
                                  int64_t first, int64_t last) {
-    const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5]};
+    const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5], 0, 0, 0};
     DISPATCH(d, forward_range, q, k, v, st, o, lse, heads, m, n, scale, first, last);
 }
 
@@ -325,6 +353,7 @@ extern "C" int attention_backward(const float* q, const float* k, const float* v
                                   const float* o, const float* go, const float* lse, float* gq, float* gk,
                                   float* gv, int64_t heads, int64_t d, int64_t m, int64_t n, float scale,
                                   int64_t first, int64_t last) {
-    const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5]};
+    const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5],
+                        strides[6], strides[7], strides[8]};
     DISPATCH(d, backward_range, q, k, v, st, o, go, lse, gq, gk, gv, heads, m, n, scale, first, last);
 }
