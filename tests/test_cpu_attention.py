@@ -32,15 +32,17 @@ def ops_run(fn):
 
 
 @needs_kernel
-@pytest.mark.parametrize("batch,m,n,heads", [
-    (1, 6400 // 25, 6400 // 25, 8),  # a P3-like square case, shrunk
-    (2, 37, 70, 2),  # neither a multiple of the 8-row query block nor of the 64-key tile
-    (3, 5, 1, 4),  # one key: a 1×1 key map
-    (1, 1, 300, 1),  # one query, keys across two 256-key blocks
+@pytest.mark.parametrize("batch,m,n,heads,head_dim", [
+    (1, 6400 // 25, 6400 // 25, 8, 16),  # a P3-like square case, shrunk
+    (2, 37, 70, 2, 16),  # neither a multiple of the 8-row query block nor of the 64-key tile
+    (3, 5, 1, 4, 16),  # one key: a 1×1 key map
+    (1, 1, 300, 1, 16),  # one query, keys across two 256-key blocks
+    (2, 1600 // 16, 1600 // 16, 8, 32),  # a P4-like case (256 channels, 8 heads of 32), shrunk
+    (1, 37, 300, 3, 32),  # ragged at 32 channels per head
 ])
-def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads):
+def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads, head_dim):
     torch.manual_seed(0)
-    C = 16 * heads
+    C = head_dim * heads
     q = (torch.randn(batch, m, C) * 2).requires_grad_()
     kv = (torch.randn(batch, n, 2 * C) * 2).requires_grad_()  # k and v are strided halves, as in DAttention
     k, v = kv.chunk(2, dim=-1)
@@ -110,16 +112,17 @@ def test_flop_counter_counts_the_kernel_like_sdpa():
 
 
 @needs_kernel
-@pytest.mark.parametrize("kwargs", [{}, {"use_pe": False}, {"no_off": True}, {"stride": 2}],
-                         ids=["dwc_pe", "no_pe", "no_off", "stride2"])
-def test_dattention_uses_it_at_16_channels_per_head_and_matches_reference(kwargs):
+@pytest.mark.parametrize("channels,kwargs", [(128, {}), (128, {"use_pe": False}), (128, {"no_off": True}),
+                                             (128, {"stride": 2}), (256, {})],
+                         ids=["dwc_pe", "no_pe", "no_off", "stride2", "32_per_head"])
+def test_dattention_uses_it_at_16_and_32_channels_per_head_and_matches_reference(channels, kwargs):
     torch.manual_seed(2)
-    fast = DAttention(128, (10, 12), **kwargs)  # 8 heads of 16 channels, as at P3
+    fast = DAttention(channels, (10, 12), **kwargs)  # 8 heads of 16 channels, as at P3 (of 32 at 256: P4)
     with torch.no_grad():
         fast.conv_offset[3].weight.mul_(4.0)
-    ref = ReferenceDAttention(128, (10, 12), **kwargs)
+    ref = ReferenceDAttention(channels, (10, 12), **kwargs)
     ref.load_state_dict(fast.state_dict())
-    x = torch.randn(2, 128, 10, 12)
+    x = torch.randn(2, channels, 10, 12)
     xs = [x.clone().requires_grad_() for _ in range(2)]
     ops, _ = ops_run(lambda: fast(xs[0]).sum().backward())
     assert OUR_OP in ops and SDPA_OP not in ops
@@ -135,9 +138,9 @@ def test_dattention_uses_it_at_16_channels_per_head_and_matches_reference(kwargs
             torch.testing.assert_close(p.grad, p_ref.grad, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("case", ["32 channels per head", "bf16 autocast", "table bias", "record", "dropout"])
+@pytest.mark.parametrize("case", ["64 channels per head", "bf16 autocast", "table bias", "record", "dropout"])
 def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case):
-    channels = 256 if case.startswith("32") else 128
+    channels = 512 if case.startswith("64") else 128
     kwargs = {"dwc_pe": False} if case == "table bias" else {"attn_drop": 0.5} if case == "dropout" else {}
     module = DAttention(channels, (6, 6), **kwargs)
     module.record = case == "record"

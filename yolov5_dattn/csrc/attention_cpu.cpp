@@ -1,8 +1,9 @@
-// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 16 channels (the code is
-// written for any multiple of 16; DISPATCH says which are compiled).
+// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 16 and 32 channels (the code
+// is written for any multiple of 16; DISPATCH says which are compiled).
 //
 // Why this exists: PyTorch's fused CPU kernel spends most of its time outside the matmuls when a head has
-// 16 channels (DAttention at P3: 128 channels / 8 heads), reaching ~40% of the machine's matmul peak.
+// 16 channels (DAttention at P3: 128 channels / 8 heads), reaching ~40% of the machine's matmul peak; at 32
+// (P4: 256 / 8) this one is still ~20% faster.
 // Here the score block stays in L1 and the softmax is folded into the same pass (flash attention:
 // running max and sum per query row; the backward recomputes the probabilities from the saved
 // log-sum-exp instead of storing the (M x N) matrix).
@@ -337,9 +338,10 @@ static int backward_range(const float* q, const float* k, const float* v, Stride
     return 0;
 }
 
-// head_dim -> the kernel compiled for it; 2 = not supported (the caller uses PyTorch's kernel). Only 16: at 32
-// and 64 channels per head PyTorch's kernel measures as fast as this one (scripts/benchmark_attention.py).
-#define DISPATCH(D, fn, ...) switch (D) { case 16: return fn<16>(__VA_ARGS__); default: return 2; }
+// head_dim -> the kernel compiled for it; 2 = not supported (the caller uses PyTorch's kernel). 16 and 32: against
+// PyTorch's kernel, 2 threads, forward+backward, ~0.55x its time at 16 and ~0.8x at 32; at 64 (P5) from 0.9x to
+// 1.1x with the batch, so there PyTorch's stays.
+#define DISPATCH(D, fn, ...) switch (D) { case 16: return fn<16>(__VA_ARGS__); case 32: return fn<32>(__VA_ARGS__); default: return 2; }
 
 // Returns 0, 1 when out of memory, 2 when head_dim is not one compiled here.
 extern "C" int attention_forward(const float* q, const float* k, const float* v, const int64_t* strides,
