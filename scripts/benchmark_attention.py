@@ -5,12 +5,17 @@ For each case (level P5/P4/P3 × batch × forward / forward+backward) both imple
 processes, one after the other, so their ratios come from the same moment of a shared machine:
 
     median latency     of --runs timed calls after one warm-up call (with --repeats N, the fastest of N
-                       processes per implementation, run alternately);
-    peak memory        growth of the process high-water mark over the timed calls: VmHWM is reset through
-                       /proc/self/clear_refs after the warm-up call (so one-time library set-up, ~140 MB of
-                       MKL/oneDNN buffers, is not counted) and glibc is told to hand every block over 1 MiB
-                       back to the system when freed (MALLOC_MMAP_THRESHOLD_), so that memory the warm-up
-                       used and freed is not silently reused; on CUDA, torch.cuda.max_memory_allocated;
+                       processes per implementation, run alternately), with the default allocator, as in
+                       training;
+    peak memory        in another fresh process per implementation: growth of the process high-water mark
+                       over two calls after a warm-up call. VmHWM is reset through /proc/self/clear_refs after
+                       the warm-up (so one-time library set-up, ~140 MB of MKL/oneDNN buffers, is not counted)
+                       and glibc is told to hand every block over 1 MiB back to the system when freed
+                       (MALLOC_MMAP_THRESHOLD_), so that memory the warm-up used and freed is not silently
+                       reused; on CUDA, torch.cuda.max_memory_allocated. Latency is not taken from that
+                       process: there every large tensor costs a fresh mmap and its page faults, ~0.12 s per
+                       P3 image forward+backward of the fused module, which training with the default
+                       allocator does not pay (its JSON keeps that latency as `memory_run_median_s`);
     % of peak          FLOPs (torch's FlopCounterMode, backward included) / median latency, over the
                        machine's fp32 (or --dtype) matmul peak measured in the same process just before and
                        after the timed calls (the better of the two): on a shared machine the peak itself moves
@@ -131,7 +136,8 @@ def measure_matmul_peak(spec: dict) -> dict:
 
 
 def measure_case(spec: dict) -> dict:
-    """Latency, peak memory and FLOPs of one implementation on one case (see the module docstring)."""
+    """Latency and FLOPs (spec["measure"] == "time") or peak memory ("memory") of one implementation on one
+    case (see the module docstring)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -161,30 +167,38 @@ def measure_case(spec: dict) -> dict:
                 module(x)
         _sync(device)
 
-    peak_before = measure_matmul_peak(spec)["gflops"]  # before the high-water mark is reset: not counted
+    def timed(runs: int) -> list:
+        times, started = [], time.perf_counter()
+        while len(times) < runs and (len(times) < 2 or time.perf_counter() - started < spec["case_seconds"]):
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+        return times
+
+    if spec["measure"] == "memory":
+        call()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            baseline = torch.cuda.memory_allocated(device)
+        else:
+            baseline = _reset_high_water_mark()
+        times = timed(2)
+        if device.type == "cuda":
+            peak_mb = (torch.cuda.max_memory_allocated(device) - baseline) / 2 ** 20
+        else:
+            peak_mb = (_proc_status_kib("VmHWM") - baseline) / 1024
+        return {"peak_mb": peak_mb, "memory_run_median_s": statistics.median(times)}
+
+    peak_before = measure_matmul_peak(spec)["gflops"]
     with FlopCounterMode(display=False) as counter:  # the warm-up call, counted
         call()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
-    else:
-        baseline = _reset_high_water_mark()
-    times, started = [], time.perf_counter()
-    while len(times) < spec["runs"] and (len(times) < 2 or time.perf_counter() - started < spec["case_seconds"]):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    if device.type == "cuda":
-        peak_mb = (torch.cuda.max_memory_allocated(device) - baseline) / 2 ** 20
-    else:
-        peak_mb = (_proc_status_kib("VmHWM") - baseline) / 1024
+    times = timed(spec["runs"])
     peak_after = measure_matmul_peak(spec)["gflops"]
     ops = {str(op) for op in counter.get_flop_counts()["Global"]}
     kernel = ("ours (cpu_attention)" if "yolov5_dattn.attention_cpu" in ops
               else "sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit")
-    return {"median_s": statistics.median(times), "runs": len(times), "peak_mb": peak_mb,
-            "gflop": counter.get_total_flops() / 1e9, "kernel": kernel,
-            "matmul_peak_gflops": max(peak_before, peak_after)}
+    return {"median_s": statistics.median(times), "runs": len(times), "gflop": counter.get_total_flops() / 1e9,
+            "kernel": kernel, "matmul_peak_gflops": max(peak_before, peak_after)}
 
 
 def _torch_dtype_name(name: str) -> str:
@@ -200,9 +214,12 @@ def run_worker(spec_json: str) -> int:
 
 # ---- orchestration -----------------------------------------------------------------------------------
 def in_fresh_process(spec: dict) -> dict:
-    """Run one measurement in a new interpreter (so its high-water mark is its own); {'error': ...} if it died."""
+    """Run one measurement in a new interpreter (so its high-water mark is its own); {'error': ...} if it died.
+    A memory measurement runs with glibc handing every freed block over 1 MiB back (see the module docstring)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MALLOC_MMAP_THRESHOLD_": str(2 ** 20)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    if spec.get("measure") == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(2 ** 20)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -246,9 +263,9 @@ def run_table(opt) -> dict:
                     results = {impl: [] for impl in impls}
                     for _ in range(opt.repeats):
                         for impl in impls:
-                            results[impl].append(in_fresh_process({**spec, "impl": impl}))
+                            results[impl].append(in_fresh_process({**spec, "impl": impl, "measure": "time"}))
                     for impl, tries in results.items():
-                        row[impl] = best_of(tries)
+                        row[impl] = best_of(tries, in_fresh_process({**spec, "impl": impl, "measure": "memory"}))
                     rows.append(row)
                     add_ratios(row, peaks[dt])
                     print(format_row(row), file=sys.stderr, flush=True)  # progress
@@ -264,14 +281,15 @@ def run_table(opt) -> dict:
     return {"device": opt.device, "threads": opt.threads, "matmul_peak_gflops": peaks, "rows": rows}
 
 
-def best_of(tries: list) -> dict:
-    """One implementation's result over --repeats fresh processes: the fastest process's timing (and FLOPs,
-    kernel, local peak), the largest memory growth; an error if every process failed."""
+def best_of(tries: list, memory: dict) -> dict:
+    """One implementation's result: the fastest of its --repeats timing processes (with its FLOPs, kernel and
+    local peak) and the memory process's growth; an error if every timing process (or the memory one) failed."""
     ok = [t for t in tries if "median_s" in t]
     if not ok:
         return tries[-1]
-    best = dict(min(ok, key=lambda t: t["median_s"]))
-    best["peak_mb"] = max(t["peak_mb"] for t in ok)
+    if "peak_mb" not in memory:
+        return memory
+    best = {**min(ok, key=lambda t: t["median_s"]), **memory}
     best["repeats"] = len(ok)
     return best
 

@@ -18,7 +18,10 @@ def test_one_case_writes_table_and_json(tmp_path):
     ref, fast = row["reference"], row["fast"]
     assert result["matmul_peak_gflops"]["fp32"] > 1
     assert row["speedup"] == ref["median_s"] / fast["median_s"] and fast["runs"] == ref["runs"] == 2
-    assert fast["repeats"] == ref["repeats"] == 2  # two fresh processes each, alternating
+    assert fast["repeats"] == ref["repeats"] == 2  # two fresh timing processes each, alternating
+    # memory from a process of its own, with large blocks handed back when freed (and timed there too)
+    assert fast["peak_mb"] > 0 and ref["peak_mb"] > 0 and row["memory_ratio"] == ref["peak_mb"] / fast["peak_mb"]
+    assert fast["memory_run_median_s"] > 0 and ref["memory_run_median_s"] > 0
     assert fast["kernel"] == "sdpa" and ref["kernel"] == "explicit"  # 64 channels per head at P5: PyTorch's kernel
     # FLOPs of the same computation: equal up to the reference's extra elementwise ops, which are not counted
     assert abs(fast["gflop"] - ref["gflop"]) / ref["gflop"] < 0.01
