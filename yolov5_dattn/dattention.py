@@ -311,8 +311,9 @@ class DAttention(nn.Module):
         n = self.n_heads
         # (B, HW, C) tokens: the layout the fused kernel reads without copying (from (B, C, HW) it is ~5× slower)
         q = F.linear(x.flatten(2).transpose(1, 2), _matrix(self.proj_q), self.proj_q.bias)  # (B, HW, C)
-        # an NCHW copy for the two depthwise convs (offsets, dwc_pe): on the channels-last view they measured 3×
-        # slower, forward+backward, than the copy plus the convs
+        # an NCHW copy for the two depthwise convs (offsets, dwc_pe): on the view of the tokens (which PyTorch does
+        # not even take for channels-last at B = 1) they measured 3× slower, forward+backward, than the copy plus
+        # the convs; a true channels-last view measured no faster than this copy over forward+backward
         q_map = q.transpose(1, 2).unflatten(2, (H, W)).contiguous()  # (B, C, H, W)
 
         pos, reference = self.sampling_positions(q_map)
