@@ -192,6 +192,21 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
 // (its two 4 KB score blocks, the key/value columns and the gradient rows of the block then fit in L1 together)
 enum { RB = 16, KB = 64, G = 8 };
 
+// g[j] += sum_r w[r][j] x[r] for the keys j < n of a block: w is the block's (RB x KB) weights, x one vector per
+// row, g the keys' rows (stride D). G keys at a time: each key's sum is a chain of dependent FMAs, and two FMA
+// units at 4 cycles' latency need 8 chains in flight (with 2 and 4 keys the dV and dK passes ran at 1/4 and 1/2
+// of the FMA rate). n is a multiple of G.
+template <int D>
+static inline void keys_plus_weighted_rows(const float* w, const vf* x, int n, float* g) {
+    for (int j = 0; j < n; j += G) {
+        vf a[G];
+        for (int u = 0; u < G; u++) a[u] = load(g + (j + u) * D);
+        for (int r = 0; r < RB; r++)
+            for (int u = 0; u < G; u++) a[u] += bcast(w[r * KB + j + u]) * x[r];
+        for (int u = 0; u < G; u++) store(g + (j + u) * D, a[u]);
+    }
+}
+
 template <int D>
 static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                          const float* o, const float* go, int64_t go_row, int64_t go_col, const float* lse,
@@ -232,31 +247,15 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
                 for (int j = nb; j < nb_pad; j++) p[j] = ds[j] = 0.0f;  // padded keys
             }
             // gv[j] += sum_r P[r][j] go[r], gk[j] += sum_r dS[r][j] q[r], gq[r] += sum_j dS[r][j] k[j]: three
-            // passes, so that each one's 16 rows stay in registers. gv and gk take G keys at a time: each key's
-            // sum is a chain of dependent FMAs, and two FMA units at 4 cycles' latency need 8 chains in flight
-            // (with 2 and 4 keys, as before, the two passes ran at 1/4 and 1/2 of the FMA rate). nb_pad is a
-            // multiple of G and the padded keys have P = dS = 0.
+            // passes, so that each one's 16 rows stay in registers (nb_pad is a multiple of G and the padded keys
+            // have P = dS = 0)
             for (int c = 0; c < D; c += W) {
                 vf gor[RB];
                 for (int r = 0; r < RB; r++) gor[r] = load(gob + r * D + c);
-                for (int j = 0; j < nb_pad; j += G) {
-                    float* g = gvp + (j0 + j) * D + c;
-                    vf a[G];
-                    for (int u = 0; u < G; u++) a[u] = load(g + u * D);
-                    for (int r = 0; r < RB; r++)
-                        for (int u = 0; u < G; u++) a[u] += bcast(P[r * KB + j + u]) * gor[r];
-                    for (int u = 0; u < G; u++) store(g + u * D, a[u]);
-                }
+                keys_plus_weighted_rows<D>(P, gor, nb_pad, gvp + j0 * D + c);
                 vf qr[RB];
                 for (int r = 0; r < RB; r++) qr[r] = load(qb + r * D + c);
-                for (int j = 0; j < nb_pad; j += G) {
-                    float* g = gkp + (j0 + j) * D + c;
-                    vf a[G];
-                    for (int u = 0; u < G; u++) a[u] = load(g + u * D);
-                    for (int r = 0; r < RB; r++)
-                        for (int u = 0; u < G; u++) a[u] += bcast(dS[r * KB + j + u]) * qr[r];
-                    for (int u = 0; u < G; u++) store(g + u * D, a[u]);
-                }
+                keys_plus_weighted_rows<D>(dS, qr, nb_pad, gkp + j0 * D + c);
                 vf gqr[RB];
                 for (int r = 0; r < RB; r++) gqr[r] = load(gqb + r * D + c);
                 for (int j = 0; j < nb_pad; j += 2) {
