@@ -25,6 +25,19 @@ def softmax_attention64(q, k, v, heads):
     return (weights @ vh).transpose(1, 2).flatten(2)
 
 
+@pytest.fixture(params=["native", "no-avx512"])
+def kernel_isa(request, tmp_path_factory, monkeypatch):
+    """The kernel as built for this CPU (-march=native) and without AVX-512 (the code that laptops and AMD CPUs
+    before Zen 4 run: its own exp2 and reductions)."""
+    if request.param == "no-avx512":
+        monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path_factory.getbasetemp() / "kernel-no-avx512"))
+        monkeypatch.setattr(cpu_attention, "FLAGS", cpu_attention.FLAGS + ["-mno-avx512f"])
+        cpu_attention.library.cache_clear()
+        assert cpu_attention.library() is not None
+    yield request.param
+    cpu_attention.library.cache_clear()  # the next caller loads the native build again
+
+
 def ops_run(fn):
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -40,12 +53,32 @@ def ops_run(fn):
     (2, 1600 // 16, 1600 // 16, 8, 32),  # a P4-like case (256 channels, 8 heads of 32), shrunk
     (1, 37, 300, 3, 32),  # ragged at 32 channels per head
 ])
-def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads, head_dim):
+def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads, head_dim, kernel_isa):
     torch.manual_seed(0)
     C = head_dim * heads
     q = (torch.randn(batch, m, C) * 2).requires_grad_()
     kv = (torch.randn(batch, n, 2 * C) * 2).requires_grad_()  # k and v are strided halves, as in DAttention
+    assert_matches_float64(q, kv, heads)
+
+
+@needs_kernel
+def test_kernel_matches_float64_when_the_maximum_score_moves_across_key_blocks(kernel_isa):
+    """The forward keeps each row's running maximum lazily (raised only when a block exceeds it by 2^8): here
+    scores rise by ~40 (base 2) per 256-key block for half the rows, so it is raised at every block, and fall
+    for the other half, whose maximum is in the first block."""
+    torch.manual_seed(4)
+    m, n, heads, head_dim = 24, 1000, 2, 16
+    q = torch.randn(1, m, heads * head_dim) * 0.1
+    q[:, :, ::head_dim] = torch.tensor([1.0, -1.0]).repeat(m // 2).view(1, m, 1)  # channel 0 of each head: ±1
+    kv = torch.randn(1, n, 2 * heads * head_dim) * 0.1
+    kv[:, :, :heads * head_dim:head_dim] = torch.linspace(0, 400, n).view(1, n, 1)  # keys' channel 0 grows
+    assert_matches_float64(q.requires_grad_(), kv.requires_grad_(), heads)
+
+
+def assert_matches_float64(q, kv, heads):
+    """Forward and backward of the kernel on q (B, M, C) and the halves of kv (B, N, 2C) against float64."""
     k, v = kv.chunk(2, dim=-1)
+    batch, m, C = q.shape
     grad = torch.randn(batch, m, C)
     assert cpu_attention.supports(q, k, v, heads)
 

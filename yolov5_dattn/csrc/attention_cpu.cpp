@@ -6,7 +6,8 @@
 // (P4: 256 / 8) this one is still ~20% faster.
 // Here the score block stays in L1 and the softmax is folded into the same pass (flash attention:
 // running max and sum per query row; the backward recomputes the probabilities from the saved
-// log-sum-exp instead of storing the (M x N) matrix).
+// log-sum-exp instead of storing the (M x N) matrix). Every product is an FMA, and what else a score costs is
+// kept to a few instructions, because at 16 channels per head a score is only 2 FMAs forward and 5 backward.
 //
 // Layout: tokens, (B, L, C) with one head's D channels at `head * D` of each row: the layout DAttention
 // projects into, so nothing is copied on the way in. q, k and v may be strided views (k and v are the
@@ -34,15 +35,17 @@ static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 // spelled out: `(vf){} + x` costs a scalar add per broadcast (0 + x is not x for x = -0)
 static inline vf bcast(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
-// 2^x for x <= 0 (the argument is always a score minus its row maximum): 2^round(x) times a degree-5 polynomial
-// of the remainder in [-0.5, 0.5] (relative error < 3e-6, far below what attention outputs are checked to).
+// 2^x for x <= TAU (a score minus its row's offset, which is at least the row's maximum minus TAU: forward_one)
 #if defined(__AVX512F__)
-static inline vf exp2v(vf x) {  // 8 instructions: the exponent is applied by vscalefps, which flushes to 0 below
-    const __m512 n = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const vf f = x - (vf)n;
-    const vf p = ((((1.3333558e-3f * f + 9.6181291e-3f) * f + 5.5504109e-2f) * f + 2.4022651e-1f) * f
-                  + 6.9314718e-1f) * f + 1.0f;
-    return (vf)_mm512_scalef_ps((__m512)p, n);
+// 2^floor(x) times a degree-5 minimax polynomial of x - floor(x) in [0, 1) (relative error < 2e-7: fp32 rounding;
+// at degree 4, 3e-6, the gradient of q was off by 8e-5 where keys are large). 7 instructions in one dependency
+// chain, where rounding and subtracting separately took 8: the forward's softmax pass is bound by that chain's
+// latency. vreduceps gives x - floor(x) in one step; vscalefps applies 2^floor(x), flushing to 0 far below.
+static inline vf exp2v(vf x) {
+    const vf f = (vf)_mm512_reduce_ps((__m512)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const vf p = ((((1.87757669e-3f * f + 8.98934063e-3f) * f + 5.58263175e-2f) * f + 2.40153611e-1f) * f
+                  + 6.93153083e-1f) * f + 9.99999940e-01f;
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)x);
 }
 #else
 static inline vf exp2v(vf x) {
@@ -67,6 +70,14 @@ static inline vf allmax(vf x) {
     x = vmax(x, __builtin_shuffle(x, SWAP2));
     return vmax(x, __builtin_shuffle(x, SWAP1));
 }
+static inline bool any_above(vf x, float t) {
+#if defined(__AVX512F__)
+    return _mm512_cmp_ps_mask((__m512)x, (__m512)bcast(t), _CMP_GT_OQ) != 0;
+#else
+    for (int i = 0; i < W; i++) if (x[i] > t) return true;
+    return false;
+#endif
+}
 static inline vf allsum(vf x) {
     x += __builtin_shuffle(x, SWAP8);
     x += __builtin_shuffle(x, SWAP4);
@@ -76,14 +87,20 @@ static inline vf allsum(vf x) {
 
 // a block of BQ query rows against BK keys: the score block (8 KB) and the key/value rows it reads stay in L1
 enum { BQ = 8, BK = 256 };
+static const float TAU = 8.0f;  // see forward_one
 
-// rows (BQ x D, stride D) times the transposed block Xt (D x ld_t, columns [0, n)) -> S (BQ x BK);
-// with rmax, also each row's running lane-wise maximum (one vector per row, updated)
+// rows (BQ x D, stride D) times the transposed block Xt (D x ld_t, columns [0, n)), plus offset[r] on row r
+// -> S (BQ x BK); with rmax, also each row's running lane-wise maximum (one vector per row, updated). The offset
+// starts the sums, so subtracting it costs nothing. Scores themselves start from 0, forward and backward alike: the
+// backward's must round exactly as the forward's did, or its probabilities no longer sum to 1 with the saved
+// log-sum-exp (starting them from -lse, the gradient of q where keys are large was off by 15x PyTorch's error).
 template <int D, int R = BQ, int K = BK>
-static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t, int n, float* S, vf* rmax) {
+static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t, int n, const float* offset,
+                                float* S, vf* rmax) {
     for (int j = 0; j < n; j += 4 * W) {
         for (int r = 0; r < R; r += 4) {  // 4 rows x 4 vectors: 16 accumulators, 8 loads per 16 FMAs
-            vf a[4][4] = {};
+            vf a[4][4];
+            for (int u = 0; u < 4; u++) a[u][0] = a[u][1] = a[u][2] = a[u][3] = bcast(offset[r + u]);
             for (int c = 0; c < D; c++) {
                 const float* t = Xt + c * ld_t + j;
                 const vf t0 = load(t), t1 = load(t + W), t2 = load(t + 2 * W), t3 = load(t + 3 * W);
@@ -135,31 +152,39 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
     pack<D>(v, ldv, n, vp);
     const float qmul = scale * 1.4426950408889634f;  // scores in base 2
     alignas(64) float qb[BQ * D], S[BQ * BK], acc[BQ * D];
-    float mx[BQ], sum[BQ];
+    const float zeros[BQ] = {};
+    float mx[BQ];
+    vf sum[BQ];  // lane-wise: summed across lanes once, at the end
     for (int64_t i = 0; i < m; i += BQ) {
         pack_rows<D>(q, ldq, i, m, qmul, qb);
-        for (int r = 0; r < BQ; r++) { mx[r] = -1e30f; sum[r] = 0.0f; }
+        for (int r = 0; r < BQ; r++) { mx[r] = 0.0f; sum[r] = bcast(0.0f); }
         memset(acc, 0, sizeof(acc));
         for (int64_t j0 = 0; j0 < n; j0 += BK) {
             const int nb = (int)(n - j0 < BK ? n - j0 : BK);
             const int nb_pad = (nb + 4 * W - 1) / (4 * W) * (4 * W);
             vf rmax[BQ];
             for (int r = 0; r < BQ; r++) rmax[r] = bcast(-1e30f);
-            rows_times_t<D>(qb, kt + j0, n_pad, nb_pad, S, nb == nb_pad ? rmax : nullptr);
+            rows_times_t<D>(qb, kt + j0, n_pad, nb_pad, zeros, S, nb == nb_pad ? rmax : nullptr);
             for (int r = 0; r < BQ; r++) {
                 float* s = S + r * BK;
                 if (nb < nb_pad) {  // the last, partial block: padded keys get no weight
                     for (int j = nb; j < nb_pad; j++) s[j] = -1e30f;
                     for (int j = 0; j < nb_pad; j += W) rmax[r] = vmax(rmax[r], load(s + j));
                 }
-                const vf old_max = bcast(mx[r]), new_max = vmax(allmax(rmax[r]), old_max);
-                const float alpha = exp2v(old_max - new_max)[0];
-                vf vs = {};
-                for (int j = 0; j < nb_pad; j += W) { vf p = exp2v(load(s + j) - new_max); store(s + j, p); vs += p; }
-                sum[r] = sum[r] * alpha + allsum(vs)[0];
-                mx[r] = new_max[0];
-                if (alpha != 1.0f)
+                // The row's offset mx is its maximum so far, raised only when a block's score exceeds it by more than
+                // TAU (weights up to 2^TAU are harmless in fp32): after the first blocks that is rare, so the common
+                // case is one pass of exp2 and nothing else, with the sum kept lane-wise and no rescaling
+                if (j0 == 0 || any_above(rmax[r], mx[r] + TAU)) {
+                    const float new_mx = allmax(rmax[r])[0];
+                    const float alpha = j0 == 0 ? 0.0f : exp2v(bcast(mx[r] - new_mx))[0];
+                    mx[r] = new_mx;
+                    sum[r] *= alpha;
                     for (int c = 0; c < D; c += W) store(acc + r * D + c, load(acc + r * D + c) * alpha);
+                }
+                const vf shift = bcast(mx[r]);
+                vf vs = sum[r];
+                for (int j = 0; j < nb_pad; j += W) { vf p = exp2v(load(s + j) - shift); store(s + j, p); vs += p; }
+                sum[r] = vs;
             }
             // acc[r] += sum_j P[r][j] * v[j], even and odd keys in separate sums: 2 x BQ chains of FMAs in flight
             for (int c = 0; c < D; c += W) {
@@ -181,9 +206,9 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
             }
         }
         for (int r = 0; r < BQ && i + r < m; r++) {
-            const float inv = 1.0f / sum[r];
+            const float total = allsum(sum[r])[0], inv = 1.0f / total;
             for (int c = 0; c < D; c += W) store(o + (i + r) * ldo + c, load(acc + r * D + c) * inv);
-            lse[i + r] = mx[r] + log2f(sum[r]);
+            lse[i + r] = mx[r] + log2f(total);
         }
     }
 }
@@ -220,29 +245,30 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
     memset(gvp, 0, sizeof(float) * n_pad * D);
     const float qmul = scale * 1.4426950408889634f;
     alignas(64) float qb[RB * D], gob[RB * D], P[RB * KB], dS[RB * KB], gqb[RB * D];
-    float delta[RB], l[RB];
+    const float zeros[RB] = {};
+    float neg_delta[RB], l[RB];
     for (int64_t i = 0; i < m; i += RB) {
         pack_rows<D, RB>(q, ldq, i, m, qmul, qb);
         pack_rows<D, RB>(go, go_row, i, m, 1.0f, gob, go_col);
         for (int r = 0; r < RB; r++) {
             float d = 0.0f;
             if (i + r < m) for (int c = 0; c < D; c++) d += gob[r * D + c] * o[(i + r) * ld + c];
-            delta[r] = d;
+            neg_delta[r] = -d;
             l[r] = i + r < m ? lse[i + r] : 1e30f;  // rows beyond m: probabilities 0
         }
         memset(gqb, 0, sizeof(gqb));
         for (int64_t j0 = 0; j0 < n; j0 += KB) {
             const int nb = (int)(n - j0 < KB ? n - j0 : KB);
             const int nb_pad = (nb + 4 * W - 1) / (4 * W) * (4 * W);
-            rows_times_t<D, RB, KB>(qb, kt + j0, n_pad, nb_pad, P, nullptr);
-            rows_times_t<D, RB, KB>(gob, vt + j0, n_pad, nb_pad, dS, nullptr);  // dP
+            rows_times_t<D, RB, KB>(qb, kt + j0, n_pad, nb_pad, zeros, P, nullptr);  // scores
+            rows_times_t<D, RB, KB>(gob, vt + j0, n_pad, nb_pad, neg_delta, dS, nullptr);  // dP - delta
             for (int r = 0; r < RB; r++) {
-                const vf lr = bcast(l[r]), dr = bcast(delta[r]);
+                const vf lr = bcast(l[r]);
                 float *p = P + r * KB, *ds = dS + r * KB;
                 for (int j = 0; j < nb_pad; j += W) {
                     vf pj = exp2v(load(p + j) - lr);
                     store(p + j, pj);
-                    store(ds + j, pj * (load(ds + j) - dr));
+                    store(ds + j, pj * load(ds + j));
                 }
                 for (int j = nb; j < nb_pad; j++) p[j] = ds[j] = 0.0f;  // padded keys
             }
