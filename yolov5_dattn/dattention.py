@@ -311,10 +311,13 @@ class DAttention(nn.Module):
         n = self.n_heads
         # (B, HW, C) tokens: the layout the fused kernel reads without copying (from (B, C, HW) it is ~5× slower)
         q = F.linear(x.flatten(2).transpose(1, 2), _matrix(self.proj_q), self.proj_q.bias)  # (B, HW, C)
-        # an NCHW copy for the two depthwise convs (offsets, dwc_pe): on the view of the tokens (which PyTorch does
-        # not even take for channels-last at B = 1) they measured 3× slower, forward+backward, than the copy plus
-        # the convs; a true channels-last view measured no faster than this copy over forward+backward
-        q_map = q.transpose(1, 2).unflatten(2, (H, W)).contiguous()  # (B, C, H, W)
+        # the map for the two depthwise convs (offsets, dwc_pe) is a channels-last view of the tokens: oneDNN's
+        # channels-last depthwise conv is ~4× faster than its NCHW one at B = 4 (the module's forward 4-8% faster at
+        # P5 and P3, forward+backward unchanged). At B = 1 PyTorch takes that view for NCHW-strided and its conv on
+        # it was slower, so there it gets an NCHW copy.
+        q_map = q.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W)
+        if B == 1:
+            q_map = q_map.contiguous()
 
         pos, reference = self.sampling_positions(q_map)
         keys = self.sample_keys(x, pos).transpose(1, 2)  # (B, Ns, C) view
@@ -330,7 +333,7 @@ class DAttention(nn.Module):
                              "attn": attn.detach()}
         out = out.transpose(1, 2).flatten(2).transpose(1, 2)  # (B, C, HW) view of the tokens
         if self.pe_kind == "dwc":
-            out = self.rpe_table(q_map).flatten(2) + out  # NCHW first: the sum takes its layout
+            out = self.rpe_table(q_map).flatten(2) + out  # the conv's output first: the sum takes its layout
         # the output projection as W·out, which lands in NCHW directly: YOLOv5's next layers want an ordinary
         # NCHW map, and a transposing copy of the result (and of its gradient) is what this saves
         y = torch.baddbmm(self.proj_out.bias.view(1, C, 1).expand(B, C, H * W),
