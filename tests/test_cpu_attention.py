@@ -25,15 +25,20 @@ def softmax_attention64(q, k, v, heads):
     return (weights @ vh).transpose(1, 2).flatten(2)
 
 
-@pytest.fixture(params=["native", "no-avx512"])
+@pytest.fixture(params=["native", "no-avx512", "no-openmp"])
 def kernel_isa(request, tmp_path_factory, monkeypatch):
-    """The kernel as built for this CPU (-march=native) and without AVX-512 (the code that laptops and AMD CPUs
-    before Zen 4 run: its own exp2 and reductions)."""
-    if request.param == "no-avx512":
-        monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path_factory.getbasetemp() / "kernel-no-avx512"))
-        monkeypatch.setattr(cpu_attention, "FLAGS", cpu_attention.FLAGS + ["-mno-avx512f"])
+    """The kernel as built for this CPU (-march=native, OpenMP), without AVX-512 (the code that laptops and AMD
+    CPUs before Zen 4 run: its own exp2 and reductions), and without OpenMP (a compiler that has none: Python
+    threads share out the pairs)."""
+    if request.param != "native":
+        monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path_factory.getbasetemp() / f"kernel-{request.param}"))
+        if request.param == "no-avx512":
+            monkeypatch.setattr(cpu_attention, "FLAGS", cpu_attention.FLAGS + ["-mno-avx512f"])
+        else:
+            monkeypatch.setattr(cpu_attention, "OPENMP", [])
         cpu_attention.library.cache_clear()
         assert cpu_attention.library() is not None
+    assert cpu_attention.library().attention_openmp() == (request.param != "no-openmp")
     yield request.param
     cpu_attention.library.cache_clear()  # the next caller loads the native build again
 
@@ -52,6 +57,8 @@ def ops_run(fn):
     (1, 1, 300, 1, 16),  # one query, keys across two 256-key blocks
     (2, 1600 // 16, 1600 // 16, 8, 32),  # a P4-like case (256 channels, 8 heads of 32), shrunk
     (1, 37, 300, 3, 32),  # ragged at 32 channels per head
+    (2, 400 // 4, 400 // 4, 4, 64),  # a P5-like case (512 channels, 8 heads of 64), shrunk
+    (1, 21, 300, 2, 64),  # ragged at 64 channels per head
 ])
 def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads, head_dim, kernel_isa):
     torch.manual_seed(0)
@@ -96,7 +103,7 @@ def assert_matches_float64(q, kv, heads):
 
 
 @needs_kernel
-def test_kernel_is_deterministic_across_thread_counts():
+def test_kernel_is_deterministic_across_thread_counts(kernel_isa):
     torch.manual_seed(1)
     q, k, v = (torch.randn(2, 100, 64) for _ in range(3))
     threads = torch.get_num_threads()
@@ -146,11 +153,11 @@ def test_flop_counter_counts_the_kernel_like_sdpa():
 
 @needs_kernel
 @pytest.mark.parametrize("channels,kwargs", [(128, {}), (128, {"use_pe": False}), (128, {"no_off": True}),
-                                             (128, {"stride": 2}), (256, {})],
-                         ids=["dwc_pe", "no_pe", "no_off", "stride2", "32_per_head"])
-def test_dattention_uses_it_at_16_and_32_channels_per_head_and_matches_reference(channels, kwargs):
+                                             (128, {"stride": 2}), (256, {}), (512, {})],
+                         ids=["dwc_pe", "no_pe", "no_off", "stride2", "32_per_head", "64_per_head"])
+def test_dattention_uses_it_at_16_32_and_64_channels_per_head_and_matches_reference(channels, kwargs):
     torch.manual_seed(2)
-    fast = DAttention(channels, (10, 12), **kwargs)  # 8 heads of 16 channels, as at P3 (of 32 at 256: P4)
+    fast = DAttention(channels, (10, 12), **kwargs)  # 8 heads of 16 channels, as at P3 (of 32 at 256: P4; 64: P5)
     with torch.no_grad():
         fast.conv_offset[3].weight.mul_(4.0)
     ref = ReferenceDAttention(channels, (10, 12), **kwargs)
@@ -171,9 +178,9 @@ def test_dattention_uses_it_at_16_and_32_channels_per_head_and_matches_reference
             torch.testing.assert_close(p.grad, p_ref.grad, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("case", ["64 channels per head", "bf16 autocast", "table bias", "record", "dropout"])
+@pytest.mark.parametrize("case", ["8 channels per head", "bf16 autocast", "table bias", "record", "dropout"])
 def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case):
-    channels = 512 if case.startswith("64") else 128
+    channels = 64 if case.startswith("8") else 128
     kwargs = {"dwc_pe": False} if case == "table bias" else {"attn_drop": 0.5} if case == "dropout" else {}
     module = DAttention(channels, (6, 6), **kwargs)
     module.record = case == "record"

@@ -4,13 +4,15 @@ Why: PyTorch's fused CPU attention kernel reaches ~40% of the machine's matmul p
 channels, which is DAttention at P3 (128 channels, 8 heads); the kernel here keeps each score block in L1 and
 folds the softmax into the same pass, forward and backward (flash attention: the backward recomputes the
 probabilities from the saved log-sum-exp, so memory stays O(L·C)). Against `scaled_dot_product_attention`
-(2 threads, forward+backward) it takes ~0.55× the time at 16 channels per head (P3) and ~0.8× at 32 (P4); at 64
-(P5) it is within ±10%, so there PyTorch's kernel stays.
+(2 threads, forward+backward) it takes ~0.55× the time at 16 channels per head (P3), ~0.8× at 32 (P4) and
+~0.93× at 64 (P5).
 
-How it is built: on first use, with the system C++ compiler (`$CXX`, else `c++`/`g++`), `-O3 -march=native`,
-into `$YOLOV5_DATTN_CACHE` (default `~/.cache/yolov5_dattn`), keyed by the source, the compiler and the CPU;
-it takes a few seconds once. It needs no PyTorch headers: plain C entry points called through ctypes, which
-releases the GIL, so the (batch, head) pairs are spread over `torch.get_num_threads()` Python threads.
+How it is built: on first use, with the system C++ compiler (`$CXX`, else `c++`/`g++`), `-O3 -march=native
+-fopenmp` (without `-fopenmp` where the compiler has no OpenMP), into `$YOLOV5_DATTN_CACHE` (default
+`~/.cache/yolov5_dattn`), keyed by the source, the compiler and the CPU; it takes a few seconds once. It needs
+no PyTorch headers: plain C entry points called through ctypes, which releases the GIL. The (batch, head) pairs
+are spread over `torch.get_num_threads()` threads: OpenMP's, which with libgomp are PyTorch's own pool (see
+`_run`), else Python threads.
 Without a compiler, or with `YOLOV5_DATTN_CPU_KERNEL=0`, `supports` is False and DAttention uses
 `scaled_dot_product_attention`: same results within fp32 rounding.
 
@@ -36,8 +38,9 @@ from torch.utils.flop_counter import register_flop_formula
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "attention_cpu.cpp"
-HEAD_DIMS = (16, 32)  # compiled in the kernel (its DISPATCH): where PyTorch's kernel is slower
+HEAD_DIMS = (16, 32, 64)  # compiled in the kernel (its DISPATCH): where PyTorch's kernel is slower
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
+OPENMP = ["-fopenmp"]  # tried first; a compiler without OpenMP builds without it (see _run)
 
 
 # ---- building and loading -----------------------------------------------------------------------------
@@ -75,7 +78,7 @@ def build() -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS + OPENMP).encode()
                          + _cpu_signature().encode()).hexdigest()[:16]
     target = cache_dir() / f"attention_cpu-{key}.so"
     if target.is_file():
@@ -85,7 +88,9 @@ def build() -> Path:
     fd, partial = tempfile.mkstemp(suffix=".so.part", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
+        proc = subprocess.run([cxx, *FLAGS, *OPENMP, str(SOURCE), "-o", partial], capture_output=True, text=True)
+        if proc.returncode != 0:
+            proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise RuntimeError(f"{Path(cxx).name} failed: {last}")
@@ -105,13 +110,13 @@ def library() -> Optional[ctypes.CDLL]:
         lib = ctypes.CDLL(str(build()))
     except (OSError, RuntimeError) as e:
         LOGGER.warning(f"yolov5-dattn: CPU attention kernel unavailable ({e}); using PyTorch's "
-                       "scaled_dot_product_attention (slower at 16 and 32 channels per head)")
+                       "scaled_dot_product_attention (slower at 16, 32 and 64 channels per head)")
         return None
     ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    lib.attention_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64]
+    lib.attention_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64, i64]
     lib.attention_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                                       i64, i64, i64, i64, f32, i64, i64]
-    lib.attention_forward.restype = lib.attention_backward.restype = ctypes.c_int
+                                       i64, i64, i64, i64, f32, i64, i64, i64]
+    lib.attention_forward.restype = lib.attention_backward.restype = lib.attention_openmp.restype = ctypes.c_int
     return lib
 
 
@@ -130,17 +135,19 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _run(fn, pairs: int, *args) -> None:
-    """Call `fn(*args, first, last)` over [0, pairs) on `torch.get_num_threads()` threads.
+    """Call `fn(*args, first, last, threads)` over the pairs [0, pairs) on `torch.get_num_threads()` threads.
 
-    Pairs are handed out a few at a time, not split once: on a shared machine one core often runs slower
-    than the other, and a static half each would make the fast one wait.
+    Built with OpenMP, one call does it on OpenMP's threads: PyTorch's own pool, whose threads are still spinning
+    from the matmul before (Python threads beside them measured 14% slower at P5). Otherwise our Python threads
+    each take a few pairs at a time: on a shared machine one core often runs slower than the other, and a static
+    half each would make the fast one wait.
     """
     workers = max(1, min(torch.get_num_threads(), pairs))
-    if workers == 1:
-        codes = [fn(*args, 0, pairs)]
+    if workers == 1 or library().attention_openmp():
+        codes = [fn(*args, 0, pairs, workers)]
     else:
         step = max(1, pairs // (4 * workers))
-        codes = list(_pool(workers).map(lambda first: fn(*args, first, min(first + step, pairs)),
+        codes = list(_pool(workers).map(lambda first: fn(*args, first, min(first + step, pairs), 1),
                                         range(0, pairs, step)))
     if any(c == 1 for c in codes):
         raise MemoryError("yolov5-dattn CPU attention: out of memory for its key/value buffers")

@@ -15,7 +15,7 @@ Parameter names follow the published YOLOv5 recipe so that weights move between 
 How it is computed (the parameters stay the recipe's 1×1 `Conv2d`s; their weights are used as matrices):
 the four projections run as matmuls on a token layout (B, H·W, C), k and v as one matmul, and step 3 is a
 fused attention kernel that never holds the (H·W)×(Hk·Wk) score matrix:
-`torch.nn.functional.scaled_dot_product_attention`, or on CPU at 16 and 32 channels per head our own
+`torch.nn.functional.scaled_dot_product_attention`, or on CPU at 16, 32 and 64 channels per head our own
 (`cpu_attention`), because PyTorch's is slower there. That matrix is what made the straightforward form (kept as
 `tests/reference_dattention.py`) slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
 """
@@ -93,8 +93,8 @@ class DAttention(nn.Module):
 
     Which attention kernel runs (see `attend`):
         - `dwc_pe` (the default), no position term, `no_off`: a fused kernel, memory O(H·W·C), never the
-          score matrix: on CPU in fp32 with 16 or 32 channels per head (P3, P4) our own (`cpu_attention`,
-          compiled on first use; ~1.8× and ~1.25× faster there than PyTorch's), else
+          score matrix: on CPU in fp32 with 16, 32 or 64 channels per head (P3, P4, P5) our own
+          (`cpu_attention`, compiled on first use; ~1.8×, ~1.25× and ~1.07× faster there than PyTorch's), else
           `scaled_dot_product_attention`;
         - `table`, `fixed_pe`, `log_cpb`: their bias is itself a (B, heads, H·W, Hk·Wk) tensor. When no
           gradient has to reach it (inference, `torch.no_grad`) it goes to the fused kernel as an additive

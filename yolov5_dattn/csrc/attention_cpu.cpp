@@ -1,9 +1,9 @@
-// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 16 and 32 channels (the code
-// is written for any multiple of 16; DISPATCH says which are compiled).
+// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 16, 32 and 64 channels (the
+// code is written for any multiple of 16; DISPATCH says which are compiled).
 //
 // Why this exists: PyTorch's fused CPU kernel spends most of its time outside the matmuls when a head has
 // 16 channels (DAttention at P3: 128 channels / 8 heads), reaching ~40% of the machine's matmul peak; at 32
-// (P4: 256 / 8) this one is still ~20% faster.
+// (P4: 256 / 8) and 64 (P5: 512 / 8) this one is still faster.
 // Here the score block stays in L1 and the softmax is folded into the same pass (flash attention:
 // running max and sum per query row; the backward recomputes the probabilities from the saved
 // log-sum-exp instead of storing the (M x N) matrix). Every product is an FMA, and what else a score costs is
@@ -15,7 +15,7 @@
 // (B, M, C) view (DAttention's is the transpose of an NCHW map), given as (row, batch, channel) strides; o and the
 // gradients are contiguous (B, L, C). lse is (B, heads, M), in base 2.
 // Scores are computed in base 2: q is pre-multiplied by scale * log2(e) and exp2 replaces exp.
-// One call handles the (batch, head) pairs [first, last); Python runs calls on its threads.
+// One call handles the (batch, head) pairs [first, last) on `threads` OpenMP threads (see over_pairs).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -339,58 +339,85 @@ static float* scratch(size_t floats) {
     return buffer.data;
 }
 
-// the (batch, head) pairs [first, last)
+// one(bh) for the (batch, head) pairs bh in [first, last), spread over `threads` OpenMP threads; the largest code
+// one returned. Built with -fopenmp, the OpenMP runtime is PyTorch's own when that is libgomp (the loader reuses
+// the libgomp.so.1 torch loaded), so these are the pool threads that ran the matmul just before, still spinning
+// for work: they start at once. Python threads had to share the two cores with them meanwhile, which cost the
+// module's forward 14% at P5 (B = 4), where the attention takes only ~12 ms. Without OpenMP the pragma is ignored
+// and the caller spreads its own threads over calls with threads = 1.
+template <typename One>
+static int over_pairs(int64_t first, int64_t last, int64_t threads, One one) {
+    int code = 0;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads((int)threads) reduction(max: code) if (threads > 1)
+    for (int64_t bh = first; bh < last; bh++) {
+        const int c = one(bh);
+        code = c > code ? c : code;
+    }
+    return code;
+}
+
 template <int D>
 static int forward_range(const float* q, const float* k, const float* v, Strides st, float* o, float* lse,
-                         int64_t heads, int64_t m, int64_t n, float scale, int64_t first, int64_t last) {
+                         int64_t heads, int64_t m, int64_t n, float scale, int64_t first, int64_t last,
+                         int64_t threads) {
     const int64_t n_pad = padded(n), ld = heads * D;
-    float* buf = scratch((size_t)(D * n_pad * 2));
-    if (!buf) return 1;
-    for (int64_t bh = first; bh < last; bh++) {
+    return over_pairs(first, last, threads, [&](int64_t bh) {
+        float* buf = scratch((size_t)(D * n_pad * 2));
+        if (!buf) return 1;
         const int64_t b = bh / heads, h = bh % heads;
         forward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
                        v + b * st.v_batch + h * D, st.v_row, o + b * m * ld + h * D, ld, lse + bh * m, m, n, scale,
                        buf, buf + D * n_pad, n_pad);
-    }
-    return 0;
+        return 0;
+    });
 }
 
 template <int D>
 static int backward_range(const float* q, const float* k, const float* v, Strides st, const float* o,
                           const float* go, const float* lse, float* gq, float* gk, float* gv, int64_t heads,
-                          int64_t m, int64_t n, float scale, int64_t first, int64_t last) {
+                          int64_t m, int64_t n, float scale, int64_t first, int64_t last, int64_t threads) {
     const int64_t n_pad = padded(n), ld = heads * D;
-    float* buf = scratch((size_t)(D * n_pad * 5));
-    if (!buf) return 1;
-    for (int64_t bh = first; bh < last; bh++) {
+    return over_pairs(first, last, threads, [&](int64_t bh) {
+        float* buf = scratch((size_t)(D * n_pad * 5));
+        if (!buf) return 1;
         const int64_t b = bh / heads, h = bh % heads, qo = b * m * ld + h * D, ko = b * n * ld + h * D;
         const float* go_head = go + b * st.go_batch + h * D * st.go_col;
         backward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
                         v + b * st.v_batch + h * D, st.v_row, o + qo, go_head, st.go_row, st.go_col, lse + bh * m,
                         gq + qo, gk + ko, gv + ko, ld, m, n, scale,
                         buf, buf + D * n_pad, buf + 2 * D * n_pad, buf + 3 * D * n_pad, buf + 4 * D * n_pad, n_pad);
-    }
-    return 0;
+        return 0;
+    });
 }
 
-// head_dim -> the kernel compiled for it; 2 = not supported (the caller uses PyTorch's kernel). 16 and 32: against
-// PyTorch's kernel, 2 threads, forward+backward, ~0.55x its time at 16 and ~0.8x at 32; at 64 (P5) from 0.9x to
-// 1.1x with the batch, so there PyTorch's stays.
-#define DISPATCH(D, fn, ...) switch (D) { case 16: return fn<16>(__VA_ARGS__); case 32: return fn<32>(__VA_ARGS__); default: return 2; }
+// head_dim -> the kernel compiled for it; 2 = not supported (the caller uses PyTorch's kernel). Against PyTorch's
+// kernel, 2 threads, forward+backward: ~0.55x its time at 16, ~0.8x at 32, ~0.93x at 64 (module level, P5 B = 4).
+#define DISPATCH(D, fn, ...) switch (D) { \
+    case 16: return fn<16>(__VA_ARGS__); case 32: return fn<32>(__VA_ARGS__); case 64: return fn<64>(__VA_ARGS__); \
+    default: return 2; }
 
 // Returns 0, 1 when out of memory, 2 when head_dim is not one compiled here.
 extern "C" int attention_forward(const float* q, const float* k, const float* v, const int64_t* strides,
                                  float* o, float* lse, int64_t heads, int64_t d, int64_t m, int64_t n, float scale,
-                                 int64_t first, int64_t last) {
+                                 int64_t first, int64_t last, int64_t threads) {
     const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5], 0, 0, 0};
-    DISPATCH(d, forward_range, q, k, v, st, o, lse, heads, m, n, scale, first, last);
+    DISPATCH(d, forward_range, q, k, v, st, o, lse, heads, m, n, scale, first, last, threads);
 }
 
 extern "C" int attention_backward(const float* q, const float* k, const float* v, const int64_t* strides,
                                   const float* o, const float* go, const float* lse, float* gq, float* gk,
                                   float* gv, int64_t heads, int64_t d, int64_t m, int64_t n, float scale,
-                                  int64_t first, int64_t last) {
+                                  int64_t first, int64_t last, int64_t threads) {
     const Strides st = {strides[0], strides[1], strides[2], strides[3], strides[4], strides[5],
                         strides[6], strides[7], strides[8]};
-    DISPATCH(d, backward_range, q, k, v, st, o, go, lse, gq, gk, gv, heads, m, n, scale, first, last);
+    DISPATCH(d, backward_range, q, k, v, st, o, go, lse, gq, gk, gv, heads, m, n, scale, first, last, threads);
+}
+
+// 1 when built with OpenMP (one call runs on `threads` threads), 0 when not (each call runs on its caller's thread)
+extern "C" int attention_openmp() {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }
