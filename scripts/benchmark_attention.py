@@ -1,12 +1,17 @@
 #!/usr/bin/env python
 """How fast and how lean is DAttention? The fused module against the einsum reference, same weights.
 
-For each case (level P5/P4/P3 × batch × forward / forward+backward) both implementations run in fresh
-processes, one after the other, so their ratios come from the same moment of a shared machine:
+For each case (level P5/P4/P3 × batch × forward / forward+backward):
 
-    median latency     of --runs timed calls after one warm-up call (with --repeats N, the fastest of N
-                       processes per implementation, run alternately), with the default allocator, as in
-                       training;
+    median latency     of --runs timed calls per implementation after one warm-up call each, both modules in
+                       one fresh process, calls alternating (reference, fast, fast, reference, ...), with the
+                       default allocator, as in training; with --repeats N, N such processes and the fastest
+                       one's median per implementation;
+    speed-up           the median, over all those pairs of neighbouring calls, of reference time / fast time:
+                       this VM's speed drifts by ±30% over minutes, which timing each implementation in a
+                       process of its own (as this script did before) turned into ratios from 1.1× to 1.7× for
+                       the same P5 code; a call's neighbour shares its moment, and which module ran before a
+                       call measured no difference to its time;
     peak memory        in another fresh process per implementation: growth of the process high-water mark
                        over two calls after a warm-up call. VmHWM is reset through /proc/self/clear_refs after
                        the warm-up (so one-time library set-up, ~140 MB of MKL/oneDNN buffers, is not counted)
@@ -62,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5,
                         help="timed calls per case (fewer when a case would take longer than --case-seconds)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="fresh processes per implementation and case, alternating reference and fast; the "
-                             "fastest one's median is reported (steadier ratios on a shared machine)")
+                        help="fresh timing processes per case (each times both implementations, alternating); "
+                             "latency is the fastest process's median, the speed-up the median of all paired calls")
     parser.add_argument("--case-seconds", type=float, default=60.0,
                         help="stop timing a case after this many seconds (at least 2 timed calls)")
     parser.add_argument("--max-gb", type=float, default=10.0,
@@ -136,8 +141,8 @@ def measure_matmul_peak(spec: dict) -> dict:
 
 
 def measure_case(spec: dict) -> dict:
-    """Latency and FLOPs (spec["measure"] == "time") or peak memory ("memory") of one implementation on one
-    case (see the module docstring)."""
+    """Peak memory of one implementation (spec["measure"] == "memory", spec["impl"]), or latency and FLOPs of
+    one or both (spec["measure"] == "time", spec["impls"]), on one case (see the module docstring)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -145,19 +150,23 @@ def measure_case(spec: dict) -> dict:
     DAttention, ReferenceDAttention = _import_attention_modules()
     device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
     C, side, B = spec["channels"], spec["side"], spec["batch"]
+    impls = spec["impls"] if spec["measure"] == "time" else [spec["impl"]]
     torch.manual_seed(0)
     fast = DAttention(C, (side, side))
-    if spec["impl"] == "fast":
-        module = fast
-    else:
-        module = ReferenceDAttention(C, (side, side))
-        module.load_state_dict(fast.state_dict())  # same weights
-        del fast
-    module = module.to(device, dtype)
+    modules = {}
+    for impl in impls:
+        if impl == "fast":
+            modules[impl] = fast
+        else:
+            modules[impl] = ReferenceDAttention(C, (side, side))
+            modules[impl].load_state_dict(fast.state_dict())  # same weights
+        modules[impl].to(device, dtype)
+    del fast
     backward = spec["pass"] == "fwd+bwd"
     x = torch.randn(B, C, side, side, device=device, dtype=dtype, requires_grad=backward)
 
-    def call():
+    def call(module) -> float:
+        started = time.perf_counter()
         if backward:
             module.zero_grad(set_to_none=True)
             x.grad = None
@@ -166,23 +175,25 @@ def measure_case(spec: dict) -> dict:
             with torch.no_grad():
                 module(x)
         _sync(device)
+        return time.perf_counter() - started
 
-    def timed(runs: int) -> list:
-        times, started = [], time.perf_counter()
-        while len(times) < runs and (len(times) < 2 or time.perf_counter() - started < spec["case_seconds"]):
-            t = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t)
+    def timed(runs: int) -> dict:
+        """Alternating calls (reference, fast, fast, reference, ...): each pair shares a moment of the machine."""
+        times, started = {impl: [] for impl in impls}, time.perf_counter()
+        while len(times[impls[0]]) < runs and (len(times[impls[0]]) < 2
+                                               or time.perf_counter() - started < spec["case_seconds"]):
+            for impl in (impls if len(times[impls[0]]) % 2 == 0 else impls[::-1]):
+                times[impl].append(call(modules[impl]))
         return times
 
     if spec["measure"] == "memory":
-        call()  # warm-up
+        call(modules[impls[0]])  # warm-up
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             baseline = torch.cuda.memory_allocated(device)
         else:
             baseline = _reset_high_water_mark()
-        times = timed(2)
+        times = timed(2)[impls[0]]
         if device.type == "cuda":
             peak_mb = (torch.cuda.max_memory_allocated(device) - baseline) / 2 ** 20
         else:
@@ -190,15 +201,24 @@ def measure_case(spec: dict) -> dict:
         return {"peak_mb": peak_mb, "memory_run_median_s": statistics.median(times)}
 
     peak_before = measure_matmul_peak(spec)["gflops"]
-    with FlopCounterMode(display=False) as counter:  # the warm-up call, counted
-        call()
+    counted = {}
+    for impl in impls:
+        with FlopCounterMode(display=False) as counter:  # the warm-up call, counted
+            call(modules[impl])
+        counted[impl] = counter
     times = timed(spec["runs"])
-    peak_after = measure_matmul_peak(spec)["gflops"]
-    ops = {str(op) for op in counter.get_flop_counts()["Global"]}
-    kernel = ("ours (cpu_attention)" if "yolov5_dattn.attention_cpu" in ops
-              else "sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit")
-    return {"median_s": statistics.median(times), "runs": len(times), "gflop": counter.get_total_flops() / 1e9,
-            "kernel": kernel, "matmul_peak_gflops": max(peak_before, peak_after)}
+    peak = max(peak_before, measure_matmul_peak(spec)["gflops"])
+    result = {}
+    for impl in impls:
+        ops = {str(op) for op in counted[impl].get_flop_counts()["Global"]}
+        kernel = ("ours (cpu_attention)" if "yolov5_dattn.attention_cpu" in ops
+                  else "sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit")
+        result[impl] = {"median_s": statistics.median(times[impl]), "runs": len(times[impl]),
+                        "gflop": counted[impl].get_total_flops() / 1e9, "kernel": kernel,
+                        "matmul_peak_gflops": peak}
+    if len(impls) == 2:
+        result["paired_speedups"] = [r / f for r, f in zip(times["reference"], times["fast"])]
+    return result
 
 
 def _torch_dtype_name(name: str) -> str:
@@ -259,13 +279,18 @@ def run_table(opt) -> dict:
                             row[impl] = {"skipped": f"needs ~{estimate:.0f} GiB > --max-gb {opt.max_gb:g}"}
                         else:
                             impls.append(impl)
-                    # alternating reference, fast, reference, ...: a slow minute of a shared machine then hits both
-                    results = {impl: [] for impl in impls}
-                    for _ in range(opt.repeats):
-                        for impl in impls:
-                            results[impl].append(in_fresh_process({**spec, "impl": impl, "measure": "time"}))
-                    for impl, tries in results.items():
+                    # both in one process, calls alternating: a slow minute of a shared machine hits both
+                    timings = [in_fresh_process({**spec, "impls": impls, "measure": "time"})
+                               for _ in range(opt.repeats)] if impls else []
+                    if any("error" in t for t in timings) and len(impls) == 2:  # e.g. the reference ran out of memory
+                        alone = {impl: in_fresh_process({**spec, "impls": [impl], "measure": "time"}) for impl in impls}
+                        timings = [{impl: result.get(impl, result) for impl, result in alone.items()}]
+                    for impl in impls:
+                        tries = [t.get(impl, t) for t in timings]
                         row[impl] = best_of(tries, in_fresh_process({**spec, "impl": impl, "measure": "memory"}))
+                    pairs = [r for t in timings for r in t.get("paired_speedups", [])]
+                    if pairs:
+                        row["paired_speedups"] = pairs
                     rows.append(row)
                     add_ratios(row, peaks[dt])
                     print(format_row(row), file=sys.stderr, flush=True)  # progress
@@ -302,7 +327,8 @@ def add_ratios(row: dict, peak) -> None:
         if "median_s" in r and local:
             r["fraction_of_peak"] = r["gflop"] / r["median_s"] / local
     if "median_s" in ref and "median_s" in fast:
-        row["speedup"] = ref["median_s"] / fast["median_s"]
+        row["speedup"] = (statistics.median(row["paired_speedups"]) if row.get("paired_speedups")
+                          else ref["median_s"] / fast["median_s"])
         row["memory_ratio"] = ref["peak_mb"] / max(fast["peak_mb"], 1e-3)
 
 

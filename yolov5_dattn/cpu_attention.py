@@ -4,8 +4,8 @@ Why: PyTorch's fused CPU attention kernel reaches ~40% of the machine's matmul p
 channels, which is DAttention at P3 (128 channels, 8 heads); the kernel here keeps each score block in L1 and
 folds the softmax into the same pass, forward and backward (flash attention: the backward recomputes the
 probabilities from the saved log-sum-exp, so memory stays O(L·C)). Against `scaled_dot_product_attention`
-(2 threads, forward+backward) it takes ~0.55× the time at 16 channels per head (P3), ~0.8× at 32 (P4) and
-~0.93× at 64 (P5).
+(2 threads, forward+backward, the op alone) it takes ~0.56× the time at 16 channels per head (P3), ~0.7× at 32
+(P4) and 0.8-0.9× at 64 (P5).
 
 How it is built: on first use, with the system C++ compiler (`$CXX`, else `c++`/`g++`), `-O3 -march=native
 -fopenmp` (without `-fopenmp` where the compiler has no OpenMP), into `$YOLOV5_DATTN_CACHE` (default

@@ -94,7 +94,7 @@ class DAttention(nn.Module):
     Which attention kernel runs (see `attend`):
         - `dwc_pe` (the default), no position term, `no_off`: a fused kernel, memory O(H·W·C), never the
           score matrix: on CPU in fp32 with 16, 32 or 64 channels per head (P3, P4, P5) our own
-          (`cpu_attention`, compiled on first use; ~1.8×, ~1.25× and ~1.07× faster there than PyTorch's), else
+          (`cpu_attention`, compiled on first use; ~1.8×, ~1.4× and ~1.15× faster there than PyTorch's), else
           `scaled_dot_product_attention`;
         - `table`, `fixed_pe`, `log_cpb`: their bias is itself a (B, heads, H·W, Hk·Wk) tensor. When no
           gradient has to reach it (inference, `torch.no_grad`) it goes to the fused kernel as an additive
