@@ -21,7 +21,7 @@ For each case (level P5/P4/P3 × batch × forward / forward+backward):
                        process: there every large tensor costs a fresh mmap and its page faults, ~0.12 s per
                        P3 image forward+backward of the fused module, which training with the default
                        allocator does not pay (its JSON keeps that latency as `memory_run_median_s`);
-    % of peak          FLOPs (torch's FlopCounterMode, backward included) / median latency, over the
+    % of peak          FLOPs (yolov5_dattn.flops.flop_counter, backward included) / median latency, over the
                        machine's fp32 (or --dtype) matmul peak measured in the same process just before and
                        after the timed calls (the better of the two): on a shared machine the peak itself moves
                        by ±20% from minute to minute, so a peak measured once would skew every fraction.
@@ -144,10 +144,10 @@ def measure_case(spec: dict) -> dict:
     """Peak memory of one implementation (spec["measure"] == "memory", spec["impl"]), or latency and FLOPs of
     one or both (spec["measure"] == "time", spec["impls"]), on one case (see the module docstring)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(spec["threads"])
     DAttention, ReferenceDAttention = _import_attention_modules()
+    from yolov5_dattn.flops import flop_counter  # torch's counter with our SDPA formulas (not in every release)
     device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
     C, side, B = spec["channels"], spec["side"], spec["batch"]
     impls = spec["impls"] if spec["measure"] == "time" else [spec["impl"]]
@@ -203,7 +203,7 @@ def measure_case(spec: dict) -> dict:
     peak_before = measure_matmul_peak(spec)["gflops"]
     counted = {}
     for impl in impls:
-        with FlopCounterMode(display=False) as counter:  # the warm-up call, counted
+        with flop_counter() as counter:  # the warm-up call, counted
             call(modules[impl])
         counted[impl] = counter
     times = timed(spec["runs"])

@@ -3,13 +3,11 @@ which kernel runs when, reduced precision, and torch.compile. Speed and memory a
 scripts/benchmark_attention.py, not here."""
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from kernel_choice import chosen_kernels
 from reference_dattention import ReferenceDAttention
 from test_modules import VARIANTS as MODULE_VARIANTS
 from yolov5_dattn import DAttention
-
-FUSED = "aten._scaled_dot_product_flash_attention_for_cpu"
 
 # (name, kwargs); the declared map is 8×6 (non-square) so fixed_pe's table is 48×48 (12×12 at stride 2)
 VARIANTS = MODULE_VARIANTS + [("stride2_fixed_pe", {"stride": 2, "dwc_pe": False, "fixed_pe": True})]
@@ -63,13 +61,14 @@ def test_matches_reference_forward_and_gradients(name, kwargs, hw):
 
 @pytest.mark.parametrize("name,kwargs", VARIANTS, ids=IDS)
 def test_inference_runs_the_fused_kernel_and_matches(name, kwargs):
-    """Without autograd every variant, bias variants included (as an additive mask), is fused."""
+    """Without autograd every variant, bias variants included (as an additive mask), is fused: SDPA at 4 channels
+    per head, where our kernel does not apply."""
     fast, ref = pair(kwargs)
     fast.eval(), ref.eval()
     x = torch.randn(2, 32, *DECLARED)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), chosen_kernels() as chosen:
         y = fast(x)
-    assert FUSED in {str(op) for op in counter.get_flop_counts()["Global"]}
+    assert chosen == ["sdpa"]
     with torch.no_grad():
         torch.testing.assert_close(y, ref(x), atol=1e-4, rtol=0)
 
@@ -79,12 +78,14 @@ def test_inference_runs_the_fused_kernel_and_matches(name, kwargs):
     ("table", {"dwc_pe": False}, False), ("log_cpb", {"dwc_pe": False, "log_cpb": True}, False)])
 def test_training_kernel_choice(name, kwargs, fused):
     """Training: fused forward and backward, except where a bias needs its gradient (explicit path)."""
-    fast, _ = pair(kwargs)
-    x = torch.randn(1, 32, *DECLARED, requires_grad=True)
-    with FlopCounterMode(display=False) as counter:
-        fast(x).sum().backward()
-    ops = {str(op) for op in counter.get_flop_counts()["Global"]}
-    assert (FUSED in ops) == fused and (FUSED + "_backward" in ops) == fused
+    fast, ref = pair(kwargs)
+    x = torch.randn(1, 32, *DECLARED)
+    with chosen_kernels() as chosen:
+        y_f, gx_f, _ = grads(fast, x, torch.ones_like(x))
+    assert chosen == (["sdpa"] if fused else ["explicit"])
+    y_r, gx_r, _ = grads(ref, x, torch.ones_like(x))
+    torch.testing.assert_close(y_f, y_r, atol=1e-4, rtol=0)
+    torch.testing.assert_close(gx_f, gx_r, atol=1e-4, rtol=1e-4)
 
 
 def test_record_keeps_positions_and_weights_and_is_off_by_default():
@@ -100,7 +101,9 @@ def test_record_keeps_positions_and_weights_and_is_off_by_default():
     assert rec["pos"].shape == rec["reference"].shape == (2, groups, *DECLARED, 2)
     assert rec["attn"].shape == (2, heads, n, n) and not rec["attn"].requires_grad
     torch.testing.assert_close(rec["attn"], ref.last_attn, atol=1e-5, rtol=0)
-    torch.testing.assert_close(rec["pos"], ref.last_pos.reshape(2, groups, *DECLARED, 2), atol=1e-6, rtol=0)
+    # positions in [-1, 1] from two conv layouts (channels-last here, NCHW there): a few fp32 ulps apart, more on some
+    # torch releases (1.07e-6 seen with 2.5.1)
+    torch.testing.assert_close(rec["pos"], ref.last_pos.reshape(2, groups, *DECLARED, 2), atol=4e-6, rtol=0)
     torch.testing.assert_close(rec["attn"].sum(-1), torch.ones(2, heads, n))
 
 

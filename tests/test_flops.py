@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from yolov5_dattn import DAttention
 from yolov5_dattn.flops import (FLOP_FORMULAS, count_flops, dattention_matmul_flops, flop_counter,
@@ -39,7 +38,7 @@ def test_every_sdpa_kernel_of_this_torch_has_our_formula():
                     if n.startswith("aten::_scaled_dot_product_")})
     composite = [n for n in names
                  if torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{n}", "CompositeImplicitAutograd")]
-    assert "_scaled_dot_product_flash_attention_for_cpu" in names
+    assert names
     missing = [n for n in names if n not in composite and getattr(aten, n) not in FLOP_FORMULAS]
     assert not missing
     q, k = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 3, 4)
@@ -49,20 +48,15 @@ def test_every_sdpa_kernel_of_this_torch_has_our_formula():
         assert counter.get_total_flops() == 2 * 2 * 2 * 5 * 3 * 4, n
 
 
-def test_cpu_fused_sdpa_is_counted_even_where_torch_has_no_formula():
-    q, k, v = torch.randn(1, 8, 50, 16), torch.randn(1, 8, 30, 16), torch.randn(1, 8, 30, 16)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sdpa_is_counted_whichever_kernel_torch_runs(dtype):
+    """Our counter gives the two matmuls of SDPA, forward and backward, whatever kernel this torch dispatches it to
+    (a fused CPU kernel in fp32, which some releases have no formula for; the math path in fp64)."""
+    q, k, v = (torch.randn(1, 8, n, 16, dtype=dtype) for n in (50, 30, 30))
     expected = 2 * 2 * 8 * 50 * 30 * 16
-    # a torch without a formula for the CPU kernel counts nothing for it
-    plain = FlopCounterMode(display=False)
-    plain.flop_registry.pop(aten._scaled_dot_product_flash_attention_for_cpu, None)
-    with plain:
-        F.scaled_dot_product_attention(q, k, v)
-    assert plain.get_total_flops() == 0
     with flop_counter() as counter:
         F.scaled_dot_product_attention(q, k, v)
-    counts = counter.get_flop_counts()["Global"]
-    assert counts == {aten._scaled_dot_product_flash_attention_for_cpu: expected}
-    # backward: four matmuls, twice the forward
+    assert counter.get_total_flops() == expected
     q.requires_grad_(True)
     out = F.scaled_dot_product_attention(q, k, v)
     with flop_counter() as counter:
@@ -82,10 +76,6 @@ def test_conv_backward_counts_groups(groups, transposed):
     with flop_counter() as counter:
         y.sum().backward()
     assert counter.get_total_flops() == 2 * forward
-    if groups == 64:  # torch's own formula over-counts the depthwise weight gradient groups-fold
-        with FlopCounterMode(display=False) as plain:
-            conv(x).sum().backward()
-        assert plain.get_total_flops() > 10 * 3 * forward
 
 
 # ---- DAttention ----------------------------------------------------------------------------------

@@ -91,10 +91,10 @@ class DAttention(nn.Module):
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
 
-    Which attention kernel runs (see `attend`):
+    Which attention kernel runs (decided by `select_kernel`, once per call):
         - `dwc_pe` (the default), no position term, `no_off`: a fused kernel, memory O(H·W·C), never the
           score matrix: on CPU in fp32 with 16, 32 or 64 channels per head (P3, P4, P5) our own
-          (`cpu_attention`, compiled on first use; ~1.8×, ~1.4× and ~1.15× faster there than PyTorch's), else
+          (`cpu_attention`, compiled on first use; faster there than PyTorch's), else
           `scaled_dot_product_attention`;
         - `table`, `fixed_pe`, `log_cpb`: their bias is itself a (B, heads, H·W, Hk·Wk) tensor. When no
           gradient has to reach it (inference, `torch.no_grad`) it goes to the fused kernel as an additive
@@ -273,7 +273,7 @@ class DAttention(nn.Module):
     # ---- 3. attend ----------------------------------------------------------------------------
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Multi-head softmax attention, fused unless the weights are needed (see the class docstring).
+        """Multi-head softmax attention with the kernel `select_kernel` names (see the class docstring).
 
         Args:
             q: (B, heads, M, c); k, v: (B, heads, N, c); bias: (B, heads, M, N) additive, or None.
@@ -281,14 +281,12 @@ class DAttention(nn.Module):
             out (B, heads, M, c) and, on the explicit path only, the weights (B, heads, M, N).
         """
         drop = self.attn_drop.p if self.training else 0.0
-        bias_needs_grad = bias is not None and bias.requires_grad and torch.is_grad_enabled()
-        if self.record or bias_needs_grad:
+        kernel = select_kernel(q, k, v, bias=bias, dropout=drop, record=self.record)
+        if kernel == "explicit":
             return self._attend_explicit(q, k, v, bias)
-        if bias is None and drop == 0.0 and cpu_attention is not None:
-            tokens = [t.transpose(1, 2).flatten(2) for t in (q, k, v)]  # (B, L, C) views of the projections
-            if cpu_attention.supports(*tokens, self.n_heads):
-                out = cpu_attention.attention(*tokens, self.n_heads)
-                return out.unflatten(-1, (self.n_heads, -1)).transpose(1, 2), None
+        if kernel == "ours":
+            out = cpu_attention.attention(*(_tokens(t) for t in (q, k, v)), self.n_heads)
+            return out.unflatten(-1, (self.n_heads, -1)).transpose(1, 2), None
         # detached: no gradient is wanted here, and a mask that requires one sends SDPA to its math path
         mask = None if bias is None else bias.detach().to(q.dtype)
         # SDPA's default scale is head_dim ** -0.5, which is self.scale (and its `scale=` needs torch >= 2.1)
@@ -341,6 +339,37 @@ class DAttention(nn.Module):
         y = torch.baddbmm(self.proj_out.bias.view(1, C, 1).expand(B, C, H * W),
                           _matrix(self.proj_out).expand(B, C, C), out)  # (B, C, HW)
         return self.proj_drop(y.unflatten(2, (H, W)))
+
+
+KERNELS = ("ours", "sdpa", "explicit")
+
+
+def select_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                  dropout: float = 0.0, record: bool = False) -> str:
+    """Which attention kernel `DAttention.attend` runs for these inputs: one of `KERNELS`.
+
+    Args:
+        q: (B, heads, M, c); k, v: (B, heads, N, c), as `attend` receives them; bias: (B, heads, M, N) or None;
+        dropout: the attention dropout in effect (0 in eval); record: `DAttention.record`.
+    Returns:
+        - "explicit" (scores -> softmax -> weights) when the weights are wanted (`record`) or a gradient must reach
+          the bias (the fused kernels cannot return it);
+        - "ours" (`cpu_attention`) with no bias and no dropout where `cpu_attention.supports` the tokens: CPU fp32,
+          16, 32 or 64 channels per head, kernel built, no graph being captured;
+        - "sdpa" (`F.scaled_dot_product_attention`, the bias as an additive mask) otherwise.
+    Which internal kernel SDPA dispatches to is PyTorch's choice and differs between releases; this is ours.
+    """
+    if record or (bias is not None and bias.requires_grad and torch.is_grad_enabled()):
+        return "explicit"
+    if (bias is None and dropout == 0.0 and cpu_attention is not None
+            and cpu_attention.supports(_tokens(q), _tokens(k), _tokens(v), q.shape[1])):
+        return "ours"
+    return "sdpa"
+
+
+def _tokens(t: torch.Tensor) -> torch.Tensor:
+    """(B, heads, L, c) -> (B, L, heads·c): the token layout the projections were computed in (a view there)."""
+    return t.transpose(1, 2).flatten(2)
 
 
 def _matrix(conv: nn.Conv2d) -> torch.Tensor:
