@@ -5,16 +5,16 @@ import logging
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from kernel_choice import chosen_kernels
 from reference_dattention import ReferenceDAttention
-from yolov5_dattn import DAttention, cpu_attention
+from yolov5_dattn import DAttention, cpu_attention, dattention
+from yolov5_dattn.flops import flop_counter
 
 OUR_OP = "yolov5_dattn.attention_cpu"
 # the kernel is built with the system C++ compiler; where there is none, DAttention runs SDPA (tested below)
 # and only the tests of the kernel itself cannot run
 needs_kernel = pytest.mark.skipif(cpu_attention._compiler() is None, reason="no C++ compiler to build the kernel")
-SDPA_OP = "aten._scaled_dot_product_flash_attention_for_cpu"
 
 
 def softmax_attention64(q, k, v, heads):
@@ -44,9 +44,17 @@ def kernel_isa(request, tmp_path_factory, monkeypatch):
 
 
 def ops_run(fn):
-    with FlopCounterMode(display=False) as counter:
+    """The ops `fn` ran as the package's FLOP counter saw them, and the counter."""
+    with flop_counter() as counter:
         fn()
     return {str(op) for op in counter.get_flop_counts()["Global"]}, counter
+
+
+def kernels_run(fn):
+    """What `select_kernel` chose for each attention `fn` ran, and the ops it ran."""
+    with chosen_kernels() as chosen:
+        ops, _ = ops_run(fn)
+    return chosen, ops
 
 
 @needs_kernel
@@ -164,8 +172,8 @@ def test_dattention_uses_it_at_16_32_and_64_channels_per_head_and_matches_refere
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(2, channels, 10, 12)
     xs = [x.clone().requires_grad_() for _ in range(2)]
-    ops, _ = ops_run(lambda: fast(xs[0]).sum().backward())
-    assert OUR_OP in ops and SDPA_OP not in ops
+    chosen, ops = kernels_run(lambda: fast(xs[0]).sum().backward())
+    assert chosen == ["ours"] and OUR_OP in ops and f"{OUR_OP}_backward" in ops
     ref(xs[1]).sum().backward()
     torch.testing.assert_close(fast(x), ref(x), atol=1e-4, rtol=0)
     torch.testing.assert_close(xs[0].grad, xs[1].grad, atol=1e-4, rtol=1e-4)
@@ -178,8 +186,9 @@ def test_dattention_uses_it_at_16_32_and_64_channels_per_head_and_matches_refere
             torch.testing.assert_close(p.grad, p_ref.grad, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("case", ["8 channels per head", "bf16 autocast", "table bias", "record", "dropout"])
-def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case):
+@pytest.mark.parametrize("case,kernel", [("8 channels per head", "sdpa"), ("bf16 autocast", "sdpa"),
+                                         ("table bias", "sdpa"), ("record", "explicit"), ("dropout", "sdpa")])
+def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case, kernel):
     channels = 64 if case.startswith("8") else 128
     kwargs = {"dwc_pe": False} if case == "table bias" else {"attn_drop": 0.5} if case == "dropout" else {}
     module = DAttention(channels, (6, 6), **kwargs)
@@ -187,11 +196,11 @@ def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case):
     x = torch.randn(1, channels, 6, 6)
     if case == "bf16 autocast":
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            ops, _ = ops_run(lambda: module(x))
+            chosen, ops = kernels_run(lambda: module(x))
     else:
         with torch.no_grad():
-            ops, _ = ops_run(lambda: module(x))
-    assert OUR_OP not in ops
+            chosen, ops = kernels_run(lambda: module(x))
+    assert chosen == [kernel] and OUR_OP not in ops
 
 
 @needs_kernel
@@ -200,12 +209,12 @@ def test_switched_off_dattention_falls_back_to_sdpa_with_the_same_result(monkeyp
     module = DAttention(128, (8, 8))
     x = torch.randn(2, 128, 8, 8)
     with torch.no_grad():
-        ops_on, _ = ops_run(lambda: module(x))
+        chosen_on, ops_on = kernels_run(lambda: module(x))
         y_kernel = module(x)
         monkeypatch.setattr(cpu_attention, "library", lambda: None)
-        ops_off, _ = ops_run(lambda: module(x))
+        chosen_off, ops_off = kernels_run(lambda: module(x))
         y_sdpa = module(x)
-    assert OUR_OP in ops_on and OUR_OP not in ops_off and SDPA_OP in ops_off
+    assert chosen_on == ["ours"] and chosen_off == ["sdpa"] and OUR_OP in ops_on and OUR_OP not in ops_off
     torch.testing.assert_close(y_kernel, y_sdpa, atol=1e-5, rtol=0)
 
 
@@ -216,7 +225,7 @@ def test_build_is_cached_and_reused(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
     second = cpu_attention.build()
     assert first == second and first.parent == tmp_path and second.stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, first.name + ".sha256"]  # no partial file
 
 
 def test_without_a_compiler_it_logs_once_and_dattention_still_runs(tmp_path, monkeypatch, caplog):
@@ -231,8 +240,8 @@ def test_without_a_compiler_it_logs_once_and_dattention_still_runs(tmp_path, mon
             assert cpu_attention.library() is None
             module = DAttention(128, (4, 4))
             with torch.no_grad():
-                ops, _ = ops_run(lambda: module(torch.randn(1, 128, 4, 4)))
-        assert OUR_OP not in ops and SDPA_OP in ops
+                chosen, ops = kernels_run(lambda: module(torch.randn(1, 128, 4, 4)))
+        assert chosen == ["sdpa"] and OUR_OP not in ops
         assert len([r for r in caplog.records if "CPU attention kernel unavailable" in r.message]) == 1
         assert list(tmp_path.iterdir()) == []
     finally:
@@ -258,3 +267,22 @@ def test_traced_graphs_keep_pytorch_kernel():
         eager = module(x)
         assert "yolov5_dattn::attention_cpu" not in str(traced.graph) and "scaled_dot_product_attention" in str(traced.graph)
         torch.testing.assert_close(traced(x), eager, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("16 per head", "ours"), ("32 per head", "ours"), ("64 per head", "ours"), ("8 per head", "sdpa"),
+    ("float64", "sdpa"), ("dropout", "sdpa"), ("bias, no gradient", "sdpa"), ("bias needs its gradient", "explicit"),
+    ("bias needs its gradient, under no_grad", "sdpa"), ("record", "explicit"), ("kernel switched off", "sdpa")])
+def test_select_kernel_decides_from_explicit_conditions(case, expected, monkeypatch):
+    if expected == "ours" and cpu_attention.library() is None:
+        pytest.skip("no kernel could be built here (no C++ compiler)")
+    dim = {"32 per head": 32, "64 per head": 64, "8 per head": 8}.get(case, 16)
+    heads, dtype = 4, torch.float64 if case == "float64" else torch.float32
+    split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, L, C) -> (B, heads, L, c), as in DAttention
+    q, k, v = (split(torch.randn(2, L, heads * dim, dtype=dtype)) for L in (12, 9, 9))
+    bias = torch.zeros(2, heads, 12, 9, requires_grad=case.startswith("bias needs")) if "bias" in case else None
+    if case == "kernel switched off":
+        monkeypatch.setattr(cpu_attention, "library", lambda: None)
+    kwargs = {"bias": bias, "dropout": 0.1 if case == "dropout" else 0.0, "record": case == "record"}
+    with torch.set_grad_enabled(not case.endswith("under no_grad")):
+        assert dattention.select_kernel(q, k, v, **kwargs) == expected

@@ -9,8 +9,10 @@ probabilities from the saved log-sum-exp, so memory stays O(L·C)). Against `sca
 
 How it is built: on first use, with the system C++ compiler (`$CXX`, else `c++`/`g++`), `-O3 -march=native
 -fopenmp` (without `-fopenmp` where the compiler has no OpenMP), into `$YOLOV5_DATTN_CACHE` (default
-`~/.cache/yolov5_dattn`), keyed by the source, the compiler and the CPU; it takes a few seconds once. It needs
-no PyTorch headers: plain C entry points called through ctypes, which releases the GIL. The (batch, head) pairs
+`~/.cache/yolov5_dattn`), keyed by the source, the compiler and the CPU; it takes a few seconds once. It is
+written to a temp name and renamed, its size and SHA-256 in a sidecar `.sha256` file, and loaded only when it
+matches: a truncated, foreign or garbage file there is rebuilt over (one warning), never loaded. It needs no
+PyTorch headers: plain C entry points called through ctypes, which releases the GIL. The (batch, head) pairs
 are spread over `torch.get_num_threads()` threads: OpenMP's, which with libgomp are PyTorch's own pool (see
 `_run`), else Python threads.
 Without a compiler, or with `YOLOV5_DATTN_CPU_KERNEL=0`, `supports` is False and DAttention uses
@@ -69,10 +71,56 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "yolov5_dattn"
 
 
-def build() -> Path:
-    """Compile the kernel if this source/compiler/CPU has no cached build; returns the shared library's path.
+def _build_record(path: Path) -> Path:
+    """The sidecar beside a cached kernel: its size and SHA-256, written when it was built."""
+    return path.with_name(path.name + ".sha256")
 
-    Raises RuntimeError (with the compiler's last line) when there is no compiler or it fails.
+
+def _fingerprint(path: Path) -> str:
+    data = path.read_bytes()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def cache_problem(path: Path) -> Optional[str]:
+    """Why the cached kernel at `path` must not be loaded (None: it is the file we built).
+
+    Loading is what must not happen to a bad file: a truncated shared library crashes the process with SIGBUS
+    when its missing pages are touched, and another library there lacks our symbols. The size and checksum
+    recorded at build time catch truncation, garbage, an empty file and a foreign library alike.
+    """
+    record = _build_record(path)
+    try:
+        expected = record.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return f"has no build record ({record.name})"
+    try:
+        actual = _fingerprint(path)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if actual != expected:
+        return f"does not match its build record (size and SHA-256: {actual.split()[0]} bytes, expected " \
+               f"{expected.split()[0]})"
+    return None
+
+
+def _replace_atomically(write, target: Path) -> None:
+    """Call `write(partial_path)` for a temp file beside `target`, then rename it to `target`: processes starting
+    together (DDP) never see a half-written file."""
+    fd, partial = tempfile.mkstemp(suffix=".part", prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(partial)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def build() -> Path:
+    """Compile the kernel unless this source/compiler/CPU has a good cached build; returns the library's path.
+
+    A cached file that fails `cache_problem` (truncated, garbage, empty, another library) is rebuilt over, with
+    one warning. Raises RuntimeError (with the compiler's last line) when there is no compiler or it fails.
     """
     cxx = _compiler()
     if cxx is None:
@@ -81,23 +129,30 @@ def build() -> Path:
     key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS + OPENMP).encode()
                          + _cpu_signature().encode()).hexdigest()[:16]
     target = cache_dir() / f"attention_cpu-{key}.so"
-    if target.is_file():
+    problem = cache_problem(target) if target.exists() else None
+    if target.exists() and problem is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # compiled beside the target and renamed into place: processes starting together (DDP) never load a half-written file
-    fd, partial = tempfile.mkstemp(suffix=".so.part", dir=target.parent)
-    os.close(fd)
-    try:
+
+    def compile_to(partial: str) -> None:
         proc = subprocess.run([cxx, *FLAGS, *OPENMP, str(SOURCE), "-o", partial], capture_output=True, text=True)
         if proc.returncode != 0:
             proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise RuntimeError(f"{Path(cxx).name} failed: {last}")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+            bad = f"the cached {target} {problem} and rebuilding it failed: " if problem else ""
+            raise RuntimeError(f"{bad}{Path(cxx).name} failed: {last}")
+        # the record first: a reader that sees the new library beside the old record rebuilds, never loads it
+        fingerprint = _fingerprint(Path(partial))
+        def write_record(path: str) -> None:
+            Path(path).write_text(fingerprint + "\n")
+            os.chmod(path, 0o644)  # mkstemp's 0600 would hide it from other users sharing the cache
+
+        _replace_atomically(write_record, _build_record(target))
+
+    _replace_atomically(compile_to, target)
+    if problem:
+        LOGGER.warning(f"yolov5-dattn: the cached CPU attention kernel {target} {problem}; rebuilt it")
     return target
 
 
@@ -108,15 +163,15 @@ def library() -> Optional[ctypes.CDLL]:
         return None
     try:
         lib = ctypes.CDLL(str(build()))
-    except (OSError, RuntimeError) as e:
+        forward, backward, openmp = lib.attention_forward, lib.attention_backward, lib.attention_openmp
+    except (OSError, RuntimeError, AttributeError) as e:  # AttributeError: a library without our entry points
         LOGGER.warning(f"yolov5-dattn: CPU attention kernel unavailable ({e}); using PyTorch's "
                        "scaled_dot_product_attention (slower at 16, 32 and 64 channels per head)")
         return None
     ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    lib.attention_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64, i64]
-    lib.attention_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                                       i64, i64, i64, i64, f32, i64, i64, i64]
-    lib.attention_forward.restype = lib.attention_backward.restype = lib.attention_openmp.restype = ctypes.c_int
+    forward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64, i64]
+    backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64, i64]
+    forward.restype = backward.restype = openmp.restype = ctypes.c_int
     return lib
 
 
