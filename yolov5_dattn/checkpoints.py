@@ -6,6 +6,21 @@ plain value types YOLOv5 stores (paths). Anything else — including `builtins.g
 7.0.14 segmentation checkpoint contains — is refused with one line unless the user trusts the file
 (`--trust-checkpoint`, or YOLOV5_DATTN_TRUST_CHECKPOINT=1 which the scripts set for their workers).
 A pickle that would run code therefore never runs it by default.
+
+Allowlisting a class for torch's weights-only unpickler lets a pickle do two things with it: NEWOBJ
+(`cls.__new__(cls)`, then BUILD fills `__dict__` via `__setstate__`: no constructor runs; this is how
+torch.save pickles every nn.Module, through `copyreg.__newobj__`) and REDUCE (`cls(*args)`, with
+arguments the file chooses). REDUCE on a model class is code execution: `DetectionModel(cfg)` builds
+the model from `cfg`. So the unpickler never sees our nn.Module classes themselves: under each class's
+name it gets a stand-in (`_RestoreOnly`) whose `__new__` makes a real, uninitialised instance and whose
+call is refused; the real classes are allowlisted only under names no pickle can spell (they contain a
+newline), so BUILD accepts their instances. Every other allowlisted global is torch's own tensor
+rebuilders and containers, numpy's array/dtype reconstructors and pathlib's path classes: calling those
+builds data and runs nothing.
+
+A checkpoint's `model.yaml` is data the file chooses too, and training (also --resume) rebuilds the
+model from it, so `load` also resolves the model dicts of 'model'/'ema' with `safe_yaml.check_model_dict`
+(the same eval-free rules as the hooked parse_model), and refuses the file at once if one would not build.
 """
 import inspect
 import os
@@ -19,11 +34,14 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .safe_yaml import UnsafeModelYAML, check_model_dict
 
 TRUST_ENV = "YOLOV5_DATTN_TRUST_CHECKPOINT"
 TRUST_FLAG = "--trust-checkpoint"
 
 _allowlist: Optional[List[Any]] = None
+_safe_globals: Optional[List[Any]] = None
+CALL_REFUSED = "yolov5_dattn refused a call of"  # in the UnpicklingError a stand-in raises
 
 
 def _module_classes(module) -> List[type]:
@@ -65,6 +83,41 @@ def allowlist() -> List[Any]:
     return _allowlist
 
 
+def _name(g: Any) -> str:
+    return f"{g.__module__}.{g.__qualname__}"
+
+
+class _RestoreOnly:
+    """What the unpickler gets for an allowlisted nn.Module class: NEWOBJ (`x.__new__(x, *args)`) makes
+    an uninitialised instance of the real class; REDUCE (`x(*args)`) is refused."""
+
+    def __init__(self, cls: type):
+        self.cls = cls
+        # an instance attribute wins over object.__new__ in the unpickler's `cls.__new__` lookup
+        self.__new__ = lambda _stand_in, *args: cls.__new__(cls, *args)
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(f"{CALL_REFUSED} {_name(self.cls)}(...)")
+
+    def __repr__(self) -> str:
+        return f"<restore-only {_name(self.cls)}>"
+
+
+def safe_globals() -> List[Any]:
+    """What `load` hands `torch.serialization.safe_globals` (built once): nn.Module classes as
+    (stand-in, their name) plus (class, an unspellable name) for BUILD; everything else as it is."""
+    global _safe_globals
+    if _safe_globals is None:
+        entries = []
+        for g in allowlist():
+            if isinstance(g, type) and issubclass(g, nn.Module):
+                entries += [(_RestoreOnly(g), _name(g)), (g, f"{_name(g)}\n(build only)")]
+            else:
+                entries.append(g)
+        _safe_globals = entries
+    return _safe_globals
+
+
 def trusted() -> bool:
     """True when the user explicitly trusts the checkpoints of this run."""
     return os.environ.get(TRUST_ENV, "") == "1"
@@ -72,7 +125,7 @@ def trusted() -> bool:
 
 def _refused_globals(f: Union[str, Path]) -> List[str]:
     """The globals `f` names that are not on the allowlist, e.g. ['builtins.getattr'] (read, not run)."""
-    allowed = {f"{g.__module__}.{g.__qualname__}" for g in allowlist()}
+    allowed = {_name(g) for g in allowlist()}
     try:
         return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(f)) if g not in allowed]
     except Exception:  # not a zip checkpoint (old format or corrupt): torch cannot list them
@@ -96,8 +149,9 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
         map_location: as `torch.load`.
         trust: load with full pickle if the allowlist refuses; default: `trusted()`.
     Returns: the unpickled object (a YOLOv5 checkpoint is a dict with 'model'/'ema' modules).
-    Raises: UserError naming the file — missing, not a checkpoint (corrupt/truncated), or needs a global
-        outside the allowlist (and not trusted).
+    Raises: UserError naming the file — missing, not a checkpoint (corrupt/truncated), needs a global
+        outside the allowlist or calls an allowlisted model class (and not trusted), or its model's `.yaml`
+        holds a string only `eval` could read (always: nothing in a model dict is ever evaluated).
     """
     kwargs.pop("weights_only", None)
     trust = trusted() if trust is None else trust
@@ -105,9 +159,16 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
     if isinstance(f, (str, Path)) and not Path(f).is_file():
         raise UserError(f"checkpoint {name} not found: check the --weights/--resume path")
     try:
-        with torch.serialization.safe_globals(allowlist()):
-            return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
+        with torch.serialization.safe_globals(safe_globals()):
+            return _yaml_checked(torch.load(f, map_location=map_location, weights_only=True, **kwargs), name)
     except pickle.UnpicklingError as e:
+        if CALL_REFUSED in str(e):
+            called = str(e).split(CALL_REFUSED, 1)[1].split()[0]
+            if not trust:
+                raise UserError(f"checkpoint {name} calls {called} while loading (a saved model is restored, "
+                                f"never called: a call runs code the file chooses), so it was not loaded: pass "
+                                f"{TRUST_FLAG} only if you trust where it came from") from None
+            return _load_trusted(f, name, map_location, **kwargs)
         refused = _refused_globals(f)
         if not refused and "Unsupported global" not in str(e):
             raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
@@ -120,7 +181,28 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
         raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
                         f"re-save or re-train it") from None
     # the user vouched for this file: full pickle, code in it may run
-    return torch.load(f, map_location=map_location, weights_only=False, **kwargs)
+    return _load_trusted(f, name, map_location, **kwargs)
+
+
+def _load_trusted(f: Any, name: str, map_location: Any, **kwargs) -> Any:
+    """Full pickle; a model the pickle builds still goes through the eval-free parse_model."""
+    try:
+        ckpt = torch.load(f, map_location=map_location, weights_only=False, **kwargs)
+    except UnsafeModelYAML as e:
+        raise UserError(f"checkpoint {name}: {e}") from None
+    return _yaml_checked(ckpt, name)
+
+
+def _yaml_checked(ckpt: Any, name: str) -> Any:
+    """`ckpt`, after resolving the model dict (`.yaml`) of its 'model'/'ema' as parse_model will: training
+    and --resume rebuild the model from `ckpt['model'].yaml`, so a string there that only `eval` could
+    read is refused now (UnsafeModelYAML naming the file), not halfway through a run."""
+    if isinstance(ckpt, dict):
+        for key in ("model", "ema"):
+            saved = ckpt.get(key)
+            if isinstance(saved, nn.Module) and isinstance(vars(saved).get("yaml"), dict):
+                check_model_dict(saved.yaml, source=f"checkpoint {name}: {key}.yaml")
+    return ckpt
 
 
 def check_model_checkpoint(f: Union[str, Path], trust: Optional[bool] = None) -> nn.Module:

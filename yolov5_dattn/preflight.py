@@ -75,9 +75,13 @@ def build_from_cfg(cfg: str):
 
     if not Path(cfg).is_file():
         raise UserError(f"--cfg {cfg} not found: pass a model YAML such as configs/yolov5n_c3_dattn.yaml")
+    from .safe_yaml import UnsafeModelYAML
+
     try:
         with quiet_yolov5():  # the run itself prints the layer table once
             return Model(cfg, ch=3)
+    except UnsafeModelYAML as e:  # a string that only eval could have read (it is never evaluated)
+        raise UserError(f"--cfg {cfg}: {e.detail}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -5,9 +5,15 @@ and decides how to build each layer by membership in two set literals that it re
 call: modules taking `(c1, c2, *args)` (channels inserted, c2 scaled by width_multiple) and, among
 those, modules taking the repeat count as third argument (like C3). We recompile `parse_model` with
 both literals extended by a registry set that lives here, so later registrations need no recompile.
-This file is the only code that knows parse_model's internals.
+
+The same rewrite removes parse_model's three `eval` calls (`eval(act)`, `eval(m) if isinstance(m, str)
+else m`, `eval(a) if isinstance(a, str) else a`): a model dict may come from a checkpoint anyone wrote,
+so each becomes a call of `yolov5_dattn.safe_yaml.resolve`, which resolves names from explicit
+namespaces and literals with `ast.literal_eval` and never runs YAML text. A parse_model left with any
+`eval` is refused (UnsupportedYOLOv5). This file is the only code that knows parse_model's internals.
 """
 import ast
+import functools
 import importlib.util
 import inspect
 import os
@@ -19,6 +25,8 @@ from torch import nn
 
 CHANNEL_SET = "_yolov5_dattn_channel_modules"  # names injected into yolo.py's globals
 REPEAT_SET = "_yolov5_dattn_repeat_modules"
+RESOLVE = "_yolov5_dattn_resolve"  # safe_yaml.resolve bound to that yolo module
+EVAL_ROLES = ("a", "act", "m")  # the variables YOLOv5's parse_model evaluates
 
 
 class UnsupportedYOLOv5(RuntimeError):
@@ -52,8 +60,46 @@ class _ExtendModuleSets(ast.NodeTransformer):
         return node
 
 
-def _patched_parse_model(yolo: ModuleType):
-    """Recompile `yolo.parse_model` with the registry sets; keeps file name and line numbers."""
+class _ReplaceEval(ast.NodeTransformer):
+    """Turns `eval(x)` and `eval(x) if isinstance(x, str) else x` (x in EVAL_ROLES) into
+    `RESOLVE('x', x, locals())`; the guard goes too, so non-strings are checked by `resolve` as well."""
+
+    def __init__(self):
+        self.replaced = []
+
+    @staticmethod
+    def _eval_of(node) -> Optional[str]:
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "eval"
+                and len(node.args) == 1 and not node.keywords and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in EVAL_ROLES):
+            return node.args[0].id
+        return None
+
+    def _resolve(self, role: str, where) -> ast.Call:
+        self.replaced.append(role)
+        call = ast.Call(func=ast.Name(id=RESOLVE, ctx=ast.Load()),
+                        args=[ast.Constant(role), ast.Name(id=role, ctx=ast.Load()),
+                              ast.Call(func=ast.Name(id="locals", ctx=ast.Load()), args=[], keywords=[])],
+                        keywords=[])
+        return ast.copy_location(call, where)
+
+    def visit_IfExp(self, node):
+        role = self._eval_of(node.body)
+        if role is not None:
+            return self._resolve(role, node)
+        return self.generic_visit(node)
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        role = self._eval_of(node)
+        return self._resolve(role, node) if role is not None else node
+
+
+def _patched_parse_model(yolo: ModuleType, *, safe: bool = True):
+    """Recompile `yolo.parse_model` with the registry sets and without `eval`; keeps file name and line
+    numbers. `safe=False` keeps YOLOv5's `eval` calls (only to compare the two builds in tests)."""
+    from . import safe_yaml
+
     original = yolo.parse_model
     try:
         lines, first_line = inspect.getsourcelines(original)
@@ -68,6 +114,17 @@ def _patched_parse_model(yolo: ModuleType):
         raise UnsupportedYOLOv5(
             f"yolov5_dattn: the installed yolov5 {_yolov5_version()} has a parse_model this plugin does not "
             f"recognise (expected the two `m in {{... C3 ...}}` sets of 7.0.x): install yolov5==7.0.14")
+    if safe:
+        no_eval = _ReplaceEval()
+        tree = ast.fix_missing_locations(no_eval.visit(tree))
+        left = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in ("eval", "exec")]
+        if sorted(set(no_eval.replaced)) != sorted(EVAL_ROLES) or left:
+            raise UnsupportedYOLOv5(
+                f"yolov5_dattn: the installed yolov5 {_yolov5_version()} has a parse_model whose eval calls this "
+                f"plugin does not recognise (expected eval(act), eval(m), eval(a) of 7.0.x): install "
+                f"yolov5==7.0.14")
+        setattr(yolo, RESOLVE, functools.partial(safe_yaml.resolve, yolo=yolo,
+                                                 local_names=frozenset(original.__code__.co_varnames)))
     namespace = {}
     exec(compile(tree, original.__code__.co_filename, "exec"), vars(yolo), namespace)
     patched = namespace["parse_model"]
