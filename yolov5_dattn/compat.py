@@ -83,6 +83,18 @@ def shim_pkg_resources() -> None:
         sys.modules["pkg_resources"] = module
 
 
+def shim_quiet_pkg_resources_warning() -> None:
+    """setuptools <81 warns "pkg_resources is deprecated" when yolov5 imports it: noise only, not the user's to fix."""
+    if "pkg_resources" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
+        try:
+            import pkg_resources  # noqa: F401
+        except ImportError:
+            pass  # setuptools >=81: shim_pkg_resources provides it
+
+
 def shim_offline_ultralytics() -> None:
     """ultralytics (imported by yolov5) probes DNS at import unless told it is offline."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -111,6 +123,7 @@ def shim_pil_getsize() -> None:
 
 def apply_before_import() -> None:
     """Shims needed for `import yolov5` itself to work."""
+    shim_quiet_pkg_resources_warning()
     shim_pkg_resources()
     shim_offline_ultralytics()
     shim_numpy_trapz()
@@ -275,6 +288,59 @@ def shim_quiet_autocast_warning() -> None:
                             module=r"yolov5\.")
 
 
+def shim_no_git_status_check() -> None:
+    """segment/train.py runs `check_git_status`, which prints "github: skipping check" for the pip package (no
+    .git) and would ask github.com otherwise; a pinned, offline package has no updates to look for."""
+    from yolov5.utils import general
+
+    def check_git_status(repo="ultralytics/yolov5", branch="master"):
+        """No update check: yolov5 is pinned (setup.cfg) and runs offline."""
+
+    replace_function(general, "check_git_status", check_git_status)
+
+
+class _GrabCheckedCapture:
+    """A `cv2.VideoCapture` whose `retrieve()` after a failed `grab()` returns (False, None) without asking
+    OpenCV, which would log "[ERROR] ... retrieveFrame Picture does not contain data"; all else is delegated."""
+
+    def __init__(self, cap):
+        self._cap, self._grabbed = cap, True
+
+    def grab(self):
+        self._grabbed = self._cap.grab()
+        return self._grabbed
+
+    def retrieve(self, *args, **kwargs):
+        if not self._grabbed:
+            return False, None
+        return self._cap.retrieve(*args, **kwargs)
+
+    def read(self, *args, **kwargs):
+        self._grabbed = True
+        return self._cap.read(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_cap"], name)
+
+
+def shim_video_end_read() -> None:
+    """LoadImages (detect, segment predict) grabs past a video's last frame and then retrieves anyway, so
+    OpenCV logs an [ERROR] line at the end of every video; skip that retrieve, which can only fail."""
+    from yolov5.utils.dataloaders import LoadImages
+
+    original = LoadImages._new_video
+    if getattr(original, "_yolov5_dattn_shim", False):
+        return
+
+    @functools.wraps(original)
+    def _new_video(self, path):
+        original(self, path)
+        self.cap = _GrabCheckedCapture(self.cap)
+
+    _new_video._yolov5_dattn_shim = True
+    LoadImages._new_video = _new_video
+
+
 def shim_fresh_callbacks() -> None:
     """`train.main(opt, callbacks=Callbacks())` shares one default instance across calls: a second run in
     one process writes into the first run's loggers; give every call its own."""
@@ -335,6 +401,91 @@ def shim_noval_map50s() -> None:
     replace_function(trainer, "train", namespace["train"])
 
 
+# ---- no lost or misplaced checkpoints --------------------------------------------------------------
+def shim_atomic_checkpoint_saves() -> None:
+    """YOLOv5 writes checkpoints in place (a kill mid-save leaves a 0-byte last.pt, a full disk a corrupt
+    one): route the `torch.save` of train.py, segment/train.py and utils/general.py (strip_optimizer) through
+    `atomic.atomic_save`, and make TorchScript/ONNX exports write a temp file that is renamed when complete."""
+    import importlib
+
+    from . import atomic
+    for name in ("yolov5.utils.general", "yolov5.train", "yolov5.segment.train"):
+        if name in sys.modules or name == "yolov5.utils.general":  # the trainers once loaded (apply_entrypoints)
+            _set_torch_override(importlib.import_module(name), "save", atomic.atomic_save)
+    export = sys.modules.get("yolov5.export")
+    if export is None:
+        return
+
+    def make_atomic(original, suffix):
+        def export_format(model, im, file, *args, **kwargs):
+            final = Path(file).with_suffix(suffix)
+            atomic.remove_stale_temps(final)
+            tmp = atomic.temp_path(final, suffix=suffix)  # YOLOv5 derives its output name from `file`
+            try:
+                f, out = original(model, im, tmp.with_suffix(".pt"), *args, **kwargs)
+                if f is None:  # YOLOv5 logged the failure
+                    return None, None
+                try:
+                    atomic.replace_with(tmp, final)
+                except OSError as e:
+                    if e.errno in atomic._FULL:
+                        raise atomic.full_disk_error(final, e) from None
+                    raise
+                return final, out
+            finally:
+                tmp.unlink(missing_ok=True)
+        return functools.wraps(original)(export_format)
+
+    for name, suffix in (("export_torchscript", ".torchscript"), ("export_onnx", ".onnx")):
+        if not getattr(getattr(export, name), "_yolov5_dattn_shim", False):
+            replace_function(export, name, make_atomic(getattr(export, name), suffix))
+
+
+def resume_save_dir(opt, last) -> str:
+    """Where `--resume last` writes: the run folder that holds `weights/last.pt`, whatever the checkpoint's
+    options record (a copied run would otherwise write into the original, a crafted one anywhere). Prints one
+    notice when the recorded folder is another one; UserError when `last` is not in a `weights/` folder."""
+    from .errors import UserError
+    last = Path(last)
+    if last.parent.name != "weights":
+        raise UserError(f"--resume {last}: a resumed run writes beside its checkpoint, in <run>/weights/, but "
+                        f"this file is not in a weights/ folder: copy it to <run folder>/weights/last.pt "
+                        f"(or start a new run with --weights {last})")
+    here = last.parent.parent
+    recorded = getattr(opt, "save_dir", None)
+    if recorded and Path(recorded).resolve() != here.resolve() and int(os.environ.get("RANK", -1)) in (-1, 0):
+        print(f"notice: --resume {last}: the checkpoint records run folder {recorded}; writing to {here} instead "
+              f"(the folder that holds the checkpoint)", file=sys.stderr)
+    return str(here)
+
+
+def shim_resume_beside_checkpoint() -> None:
+    """On `--resume`, train.py/segment/train.py take `save_dir` from opt.yaml (or the checkpoint), so the run
+    writes wherever that says; set it to the run folder of the checkpoint given (`resume_save_dir`), on the
+    same source line so tracebacks keep YOLOv5's line numbers."""
+    import inspect
+    import textwrap
+    anchor = "opt.cfg, opt.weights, opt.resume = '', str(last), True  # reinstate"
+    for name in ("yolov5.train", "yolov5.segment.train"):
+        trainer = sys.modules[name]
+        if getattr(trainer.main, "_yolov5_dattn_resume_dir", False) or getattr(trainer.main, "__wrapped__", None):
+            continue  # done already (a wrapped main would be the wrapper's source)
+        lines, first = inspect.getsourcelines(trainer.main)
+        source = "".join(lines)
+        if source.count(anchor) != 1:
+            raise RuntimeError(f"{name}.main has changed: yolov5_dattn.compat.shim_resume_beside_checkpoint "
+                               f"needs updating")
+        source = source.replace(anchor, anchor.replace("  #", "; opt.save_dir = _yolov5_dattn_resume_dir(opt, "
+                                                              "last)  #"))
+        trainer._yolov5_dattn_resume_dir = resume_save_dir
+        code = compile("\n" * (first - 1) + textwrap.dedent(source), trainer.__file__, "exec")
+        namespace = {}
+        exec(code, vars(trainer), namespace)
+        # set directly, not with replace_function: its shim mark would stop shim_fresh_callbacks wrapping main
+        namespace["main"]._yolov5_dattn_resume_dir = True
+        trainer.main = namespace["main"]
+
+
 def apply() -> None:
     """Shims the model code needs (idempotent); run by `import yolov5_dattn`."""
     global _applied
@@ -348,7 +499,10 @@ def apply() -> None:
     shim_no_dataset_downloads()
     shim_segment_detect_not_pickled()
     shim_safe_torch_load()
+    shim_atomic_checkpoint_saves()
     shim_quiet_autocast_warning()
+    shim_no_git_status_check()
+    shim_video_end_read()
     _applied = True
 
 
@@ -364,6 +518,8 @@ def apply_entrypoints() -> None:
     shim_safe_torch_load()
     shim_legacy_onnx_exporter()
     shim_noval_map50s()
+    shim_atomic_checkpoint_saves()
+    shim_resume_beside_checkpoint()
     shim_fresh_callbacks()
     shim_run_ignores_host_argv()
     _applied_entrypoints = True
