@@ -1,76 +1,15 @@
 #!/usr/bin/env python
-"""What does the attention cost? A model against its YOLOv5 baseline: parameters, GFLOPs (YOLOv5's thop
-figure and a full count that sees the attention), latency, peak memory of a forward and a training step,
-and each DAttention layer's share.
+"""What does the attention cost? A model against its YOLOv5 baseline (`yolov5-dattn compare`; the logic is in
+`yolov5_dattn/commands/compare.py`).
 
     python scripts/compare.py --cfg configs/yolov5l_c3_dattn.yaml --imgsz 640 --json out.json --plot out.png
 """
-import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", nargs="+", required=True,
-                        help="model YAML(s) to compare, each against its baseline (e.g. configs/yolov5s_c3_dattn.yaml)")
-    parser.add_argument("--baseline", default=None,
-                        help="baseline model YAML, a path or a name from the yolov5 package (yolov5s.yaml, "
-                             "yolov5s-seg.yaml); default: the same-scale YOLOv5 model of the same task as --cfg")
-    parser.add_argument("--imgsz", type=int, nargs="+", default=[640],
-                        help="image size: one value (square) or h w; a multiple of the largest stride (32)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size of the measured input")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or N (a CUDA device index)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for the measurements (default: torch's default here)")
-    parser.add_argument("--runs", type=int, default=10, help="timed forwards per model (latency = their median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards before timing")
-    parser.add_argument("--no-memory", action="store_true",
-                        help="skip the peak-memory measurements (on CPU they run in a separate process)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="also write a PNG bar chart (GFLOPs conv/attention, latency, memory) to this file")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    opt = parse_args(argv)
-    import torch
-
-    from yolov5_dattn.comparison import compare, format_table
-    from yolov5_dattn.errors import UserError
-
-    try:
-        if opt.threads is not None:
-            if opt.threads < 1:
-                raise UserError(f"--threads {opt.threads}: must be at least 1")
-            torch.set_num_threads(opt.threads)
-        if len(opt.imgsz) > 2:
-            raise UserError(f"--imgsz {' '.join(map(str, opt.imgsz))}: give one size or two (h w)")
-        for flag, path in (("--json", opt.json), ("--plot", opt.plot)):
-            if path is not None and path.is_dir():
-                raise UserError(f"{flag} {path}: is a folder: give a file name")
-        result = compare(opt.cfg, opt.baseline, opt.imgsz, opt.batch, opt.device, opt.runs, opt.warmup,
-                         memory=not opt.no_memory)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    if opt.json:
-        opt.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = opt.json.with_name(opt.json.name + ".part")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, opt.json)  # never a half-written file
-        print(f"\nwrote {opt.json}")
-    if opt.plot:
-        from yolov5_dattn.compare_plot import plot_comparison
-        print(f"wrote {plot_comparison(result, opt.plot)}")
-    return 0
-
+from yolov5_dattn.commands.compare import main, parse_args  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,3 +19,4 @@ __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormPro
 compat.apply()
 register()
 from . import summary; summary.install()  # noqa: E402,E702  model.info(): GFLOPs at the run's imgsz, attention included
+from . import shipped; shipped.install()  # noqa: E402,E702  Model("yolov5n_c3_dattn.yaml"): the shipped configs by name

@@ -27,8 +27,10 @@ def yolov5_models_dir() -> Path:
 
 
 def resolve_cfg(cfg: str, flag: str = "--cfg") -> Path:
-    """A model YAML given as a path, or by name from the yolov5 package (`yolov5s.yaml`, `yolov5s-seg.yaml`)."""
-    path = Path(cfg)
+    """A model YAML given as a path, by a shipped name (`yolov5s_c3_dattn.yaml`), or by name from the yolov5
+    package (`yolov5s.yaml`, `yolov5s-seg.yaml`)."""
+    from .shipped import resolve
+    path = Path(resolve(cfg, "cfg"))
     if path.is_file():
         return path
     name = path.name if path.suffix else path.name + ".yaml"

@@ -5,6 +5,7 @@ YOLOv5 7.0.14's `check_dataset` resolves a relative `path:` against the yolov5 *
 Python installation. We resolve it against the YAML's own folder when that folder exists there, and
 otherwise keep YOLOv5's meaning (its own data/*.yaml use `path: ../datasets/coco128` relative to the package).
 """
+import os
 from pathlib import Path
 from typing import Union
 
@@ -13,12 +14,25 @@ _MARK = "_yolov5_dattn_data_yaml"
 
 def resolve_path(data_yaml: Union[str, Path], data: dict) -> dict:
     """Return `data` (the YAML's dict) with a relative `path:` made absolute against the YAML's folder,
-    when that folder exists; unchanged otherwise."""
+    when that folder exists; unchanged otherwise.
+
+    The YAML's folder is taken as written (a checkout's `configs/` is a link into the package) and, failing
+    that, with links resolved. A YAML shipped in the package reads its `path:` as in a checkout run from the
+    current folder (./configs/<yaml>), so `../demo/data/det` is ./demo/data/det, where the demo writes its data.
+    """
+    from .shipped import relative
     path = data.get("path")
     if path and not Path(str(path)).is_absolute():
-        candidate = (Path(data_yaml).resolve().parent / str(path)).resolve()
-        if candidate.is_dir():
-            data = {**data, "path": str(candidate)}
+        anchors = [Path(os.path.abspath(data_yaml)).parent, Path(data_yaml).resolve().parent]
+        shipped = relative(data_yaml)
+        if shipped is not None:
+            anchors.append(Path.cwd() / "configs" / shipped.parent)
+        for anchor in anchors:
+            candidate = Path(os.path.normpath(anchor / str(path)))
+            if candidate.is_dir():
+                return {**data, "path": str(candidate)}
+        if shipped is not None:  # not generated yet: point the val-images check at where it would be
+            return {**data, "path": os.path.normpath(anchors[-1] / str(path))}
     return data
 
 
@@ -29,8 +43,8 @@ def _require_val(data_yaml, data: dict) -> None:
     for v in (val if isinstance(val, (list, tuple)) else [val]):
         if v and not (Path(data["path"]) / str(v)).exists():
             raise UserError(f"--data {data_yaml}: val images not found at {Path(data['path']) / str(v)}: "
-                            f"create them (for the demo data: python scripts/make_demo_data.py) or fix "
-                            f"path:/val: in the YAML")
+                            f"create them (for the demo data: yolov5-dattn make-demo-data, or "
+                            f"python scripts/make_demo_data.py in a checkout) or fix path:/val: in the YAML")
 
 
 def install() -> None:

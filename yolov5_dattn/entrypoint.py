@@ -65,7 +65,12 @@ def parsing(argv: Sequence[str], prog: str, extend: Callable[[argparse.ArgumentP
             self._yolov5_dattn_extended = True
             self.prog = prog
             extend(self)
-        return real(self, list(argv) if args is None else args, namespace)
+        opt, rest = real(self, list(argv) if args is None else args, namespace)
+        # bare shipped names (--cfg yolov5l_c3_dattn.yaml) -> their paths here, not in check_inputs:
+        # some parse_opt check --data themselves (val: check_yaml) before returning
+        from .shipped import resolve_options
+        resolve_options(opt)
+        return opt, rest
 
     argparse.ArgumentParser.parse_known_args = parse_known_args
     try:
@@ -106,13 +111,17 @@ def _is_remote(name: str) -> bool:
 
 
 def check_weights(opt, task: str):
-    """Every --weights (and --resume) file exists; .pt files load safely and hold a YOLOv5 model.
+    """Every --weights (and --resume) file exists; .pt files load safely and hold a YOLOv5 model; a --resume
+    checkpoint can be resumed (`resume.check_resume`).
 
     Returns: the loaded PyTorch models (for later checks), possibly empty.
     """
     from .checkpoints import check_model_checkpoint
     paths = _weights_list(opt)
     resume = getattr(opt, "resume", False)
+    if task in TRAIN_TASKS and resume and not getattr(opt, "evolve", None):  # YOLOv5 ignores it with --evolve
+        from .resume import check_resume
+        return [check_resume(opt, task)]
     if task in TRAIN_TASKS and resume:
         paths = [resume] if isinstance(resume, str) else []
     models = []
@@ -145,14 +154,21 @@ def check_inputs(opt, task: str) -> None:
         data = str(opt.data)
         if not _is_remote(data):
             if not Path(data).is_file():
-                raise UserError(f"--data {data} not found: pass the path of a dataset YAML")
+                raise UserError(f"--data {data} not found: pass the path of a dataset YAML or a shipped name "
+                                f"such as demo_shapes.yaml")
             general.check_dataset(data)  # raises UserError when the images are not on disk
     if task in TRAIN_TASKS and opt.cfg:
         try:  # YOLOv5 also accepts its built-in names (yolov5n.yaml); later checks need the path
             opt.cfg = general.check_yaml(opt.cfg)
         except AssertionError:
-            raise UserError(f"--cfg {opt.cfg} not found: pass a model YAML such as "
-                            f"configs/yolov5n_c3_dattn.yaml") from None
+            raise UserError(f"--cfg {opt.cfg} not found: pass a model YAML path or a shipped name such as "
+                            f"yolov5n_c3_dattn.yaml (yolov5-dattn configs lists them)") from None
+    if task in TRAIN_TASKS and opt.hyp:
+        try:  # YOLOv5's own names (hyp.scratch-high.yaml) are found in its package
+            general.check_yaml(opt.hyp)
+        except AssertionError:
+            raise UserError(f"--hyp {opt.hyp} not found: pass a hyperparameter YAML path or a shipped name "
+                            f"such as hyp.demo.yaml") from None
     if task in TRAIN_TASKS and not opt.cfg and not _weights_list(opt):
         raise UserError("nothing to build: pass --cfg <model.yaml> (e.g. configs/yolov5n_c3_dattn.yaml) "
                         "or --weights <checkpoint.pt>")
