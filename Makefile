@@ -1,16 +1,17 @@
 # Two commands: `make demo` (train -> val -> detect -> compare on the built-in data) and `make test`.
+# Both install the package into .venv with the versions pinned in constraints.txt (see `make constraints`).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test install constraints clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,export]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"
 	touch $@
 
 demo: install
@@ -18,6 +19,16 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# Re-resolve setup.cfg's ranges in a scratch venv and pin the result (then `make clean test`, commit both files).
+constraints:
+	rm -rf .constraints-venv
+	$(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install -q --upgrade pip
+	.constraints-venv/bin/python -m pip install -q ".[dev,export]"
+	{ sed -n '1,3p' constraints.txt; .constraints-venv/bin/python -m pip freeze --exclude-editable | grep -v '^yolov5-dattn'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .constraints-venv
 
 clean:
 	rm -rf $(VENV) runs demo
