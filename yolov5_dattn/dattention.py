@@ -19,7 +19,7 @@ fused attention kernel that never holds the (H·W)×(Hk·Wk) score matrix:
 (`cpu_attention`), because PyTorch's is slower there. That matrix is what made the straightforward form (kept as
 `tests/reference_dattention.py`) slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import math
 
@@ -36,27 +36,48 @@ except (ImportError, AttributeError):  # a torch without torch.utils.flop_counte
     cpu_attention = None
 
 
-def _normalise(coord: torch.Tensor, size: int) -> torch.Tensor:
-    """Map pixel coordinates 0..size-1 to [-1, 1] (align_corners=True convention).
+# A map size: a Python int, or while `torch.jit.trace` / the ONNX exporter records the model a 0-dim tensor
+# (what `x.shape[i]` returns then). Everything computed from sizes below accepts both, so that an export
+# computes it in the graph from the input's shape (a `--dynamic` model then runs at any size and batch)
+# instead of freezing the export size into constants. Splitting a dimension is written as `reshape` with sizes
+# read from shapes, not `unflatten`: the exporter gives unflatten's result the traced (static) shape.
+Size = Union[int, torch.Tensor]
+
+
+def _extent(size: Size, device: Optional[torch.device] = None) -> Union[int, torch.Tensor]:
+    """`size - 1`, at least 1: what a coordinate 0..size-1 is normalised by.
 
     A map one pixel wide has no extent to normalise by; `grid_sample` reads its only pixel for any
     coordinate there, so dividing by 1 instead of 0 keeps everything finite and changes nothing else.
+
+    Returns: an int, or for a traced size a (1,) float32 tensor on `device`.
     """
-    return coord.div(max(size - 1, 1)).mul(2.0).sub(1.0)
+    if isinstance(size, torch.Tensor):
+        # traced: the last index of a float32 Range over the size. Arithmetic on the traced integer itself would
+        # come out as float64 constants in a static export (and OpenCV's DNN has no integer Clip).
+        return torch.arange(size, dtype=torch.float32, device=device)[-1:].clamp(min=1.0)
+    return max(size - 1, 1)
 
 
-def reference_points(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _normalise(coord: torch.Tensor, size: Size) -> torch.Tensor:
+    """Map pixel coordinates 0..size-1 to [-1, 1] (align_corners=True convention)."""
+    return coord.div(_extent(size, coord.device)).mul(2.0).sub(1.0)
+
+
+def reference_points(h: Size, w: Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Centres of an h×w grid of key cells, normalised as in DAT (`linspace(0.5, n-0.5, n)`).
 
     Returns: (h, w, 2) in (y, x) order.
     """
-    y = torch.linspace(0.5, h - 0.5, h, dtype=dtype, device=device)
-    x = torch.linspace(0.5, w - 0.5, w, dtype=dtype, device=device)
+    # arange + 0.5 is that linspace exactly (its step is 1), and unlike linspace it exports as a float32
+    # Range over the traced size rather than a float64 constant
+    y = torch.arange(h, dtype=dtype, device=device).add(0.5)
+    x = torch.arange(w, dtype=dtype, device=device).add(0.5)
     ref_y, ref_x = torch.meshgrid(_normalise(y, h), _normalise(x, w), indexing="ij")
     return torch.stack((ref_y, ref_x), -1)
 
 
-def query_points(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def query_points(h: Size, w: Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Pixel positions of an h×w query map, normalised to [-1, 1].
 
     Returns: (h, w, 2) in (y, x) order.
@@ -116,6 +137,9 @@ class DAttention(nn.Module):
                  no_off: bool = False, fixed_pe: bool = False, ksize: int = 3, log_cpb: bool = False,
                  kv_size: Optional[Sequence[int]] = None):
         super().__init__()
+        if not (isinstance(n_heads, int) and isinstance(n_groups, int) and n_heads > 0 and n_groups > 0):
+            raise ValueError(f"DAttention: n_heads ({n_heads!r}) and n_groups ({n_groups!r}) must be positive "
+                             f"integers: e.g. n_heads 8, n_groups 4")
         if channel % n_heads or channel % n_groups or n_heads % n_groups:
             raise ValueError(
                 f"DAttention: channels ({channel}) must be divisible by n_heads ({n_heads}) and "
@@ -190,19 +214,22 @@ class DAttention(nn.Module):
             pos: (B·g, Hk, Wk, 2) fp32 sampling positions, (y, x) in [-1, 1] (beyond it when unclamped);
             reference: (B·g, Hk, Wk, 2) fp32, the undeformed key grid.
         """
-        B = q.shape[0]
+        B, _, H, W = q.shape
         # channels-last (one copy, as the NCHW grouping was for B > 1): oneDNN's depthwise conv is faster on it and
         # LayerNormProxy's permutes become views (module forward 9-11% faster at P4/P5, B = 4; with backward, even)
-        q_groups = rearrange(q, "b (g c) h w -> (b g) h w c", g=self.n_groups).permute(0, 3, 1, 2)  # (B·g, c, H, W)
-        offset = self.conv_offset(q_groups).float()  # (B·g, 2, Hk, Wk)
-        Hk, Wk = offset.shape[-2:]
-        reference = reference_points(Hk, Wk, torch.float32, q.device).expand(B * self.n_groups, Hk, Wk, 2)
+        q_groups = (q.reshape(B, self.n_groups, -1, H, W).permute(0, 1, 3, 4, 2).flatten(0, 1)  # (B·g, H, W, c)
+                    .permute(0, 3, 1, 2))  # (B·g, c, H, W)
+        offset = self.conv_offset(q_groups).float().permute(0, 2, 3, 1)  # (B·g, Hk, Wk, 2)
+        Hk, Wk = offset.shape[1:3]
+        reference = reference_points(Hk, Wk, torch.float32, q.device).expand_as(offset)
         if self.no_off:
             return reference, reference
-        offset = rearrange(offset, "b p h w -> b h w p")
         if self.offset_range_factor >= 0:
             # one key cell is 2/(n-1) in normalised units; tanh bounds the shift to ±factor half-cells
-            cell = offset.new_tensor([1.0 / max(Hk - 1, 1), 1.0 / max(Wk - 1, 1)])
+            if isinstance(Hk, torch.Tensor):  # traced sizes: computed in the graph
+                cell = torch.cat((_extent(Hk, offset.device), _extent(Wk, offset.device))).reciprocal()
+            else:
+                cell = offset.new_tensor([1.0 / _extent(Hk), 1.0 / _extent(Wk)])
             return offset.tanh() * cell * self.offset_range_factor + reference, reference
         return (offset + reference).clamp(-1.0, 1.0), reference
 
@@ -244,18 +271,19 @@ class DAttention(nn.Module):
                 table = self._resized_fixed_table(H, W, Hk, Wk)
             return table.unsqueeze(0).expand(B, -1, -1, -1)
         # displacement from every query to every sampled key, normalised coordinates (y, x)
-        q_grid = query_points(H, W, pos.dtype, pos.device).reshape(1, H * W, 1, 2)
-        disp = q_grid - pos.reshape(Bg, 1, Hk * Wk, 2)  # (B·g, HW, Ns, 2)
+        q_grid = query_points(H, W, pos.dtype, pos.device).reshape(1, -1, 1, 2)
+        disp = q_grid - pos.reshape(Bg, 1, -1, 2)  # (B·g, HW, Ns, 2)
         if kind == "log_cpb":
             d = disp * 4.0  # d in [-8, 8]; log-spacing as Swin-V2, scaled so |d| = 8 -> 1
             d = torch.sign(d) * torch.log2(d.abs() + 1.0) / math.log2(8.0)
             bias = self.rpe_table(d.to(self.rpe_table[0].weight.dtype))  # (B·g, HW, Ns, heads/g)
-            return rearrange(bias, "(b g) m n h -> b (g h) m n", g=self.n_groups)
+            # (b g) m n h -> b (g h) m n
+            return bias.reshape(B, self.n_groups, H * W, -1, self.n_group_heads).permute(0, 1, 4, 2, 3).flatten(1, 2)
         # 'table': the (2h-1)×(2w-1) table spans displacements in [-2, 2]; read it by interpolation
         table = rearrange(self.rpe_table, "(g h) y x -> g h y x", g=self.n_groups)
         table = table.unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(Bg, self.n_group_heads, *table.shape[-2:])
         bias = F.grid_sample(table, (disp * 0.5).flip(-1).to(table.dtype), mode="bilinear", align_corners=True)
-        return bias.reshape(B, self.n_heads, H * W, Hk * Wk)
+        return bias.reshape(B, self.n_heads, H * W, -1)
 
     def _resized_fixed_table(self, H: int, W: int, Hk: int, Wk: int) -> torch.Tensor:
         """The fixed_pe table resampled to another query/key map size.
@@ -315,7 +343,7 @@ class DAttention(nn.Module):
         # channels-last depthwise conv is ~4× faster than its NCHW one at B = 4 (the module's forward 4-8% faster at
         # P5 and P3, forward+backward unchanged). At B = 1 PyTorch takes that view for NCHW-strided and its conv on
         # it was slower, so there it gets an NCHW copy.
-        q_map = q.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W)
+        q_map = q.transpose(1, 2).reshape(B, C, H, W)  # (B, C, H, W) view
         if B == 1:
             q_map = q_map.contiguous()
 
@@ -325,7 +353,8 @@ class DAttention(nn.Module):
         kv_bias = torch.cat((self.proj_k.bias, self.proj_v.bias))
         k, v = F.linear(keys, kv_weight, kv_bias).chunk(2, dim=-1)  # 2 × (B, Ns, C)
 
-        heads = lambda t: t.unflatten(-1, (n, -1)).transpose(1, 2)  # (B, L, C) -> (B, heads, L, c) view
+        c = self.n_head_channels
+        heads = lambda t: t.reshape(B, -1, n, c).transpose(1, 2)  # (B, L, C) -> (B, heads, L, c) view
         out, attn = self.attend(heads(q), heads(k), heads(v), self.position_bias(H, W, pos))
         if self.record:
             self.recorded = {"pos": pos.detach().reshape(B, self.n_groups, *pos.shape[1:]),
@@ -338,7 +367,7 @@ class DAttention(nn.Module):
         # NCHW map, and a transposing copy of the result (and of its gradient) is what this saves
         y = torch.baddbmm(self.proj_out.bias.view(1, C, 1).expand(B, C, H * W),
                           _matrix(self.proj_out).expand(B, C, C), out)  # (B, C, HW)
-        return self.proj_drop(y.unflatten(2, (H, W)))
+        return self.proj_drop(y.reshape(B, C, H, W))
 
 
 KERNELS = ("ours", "sdpa", "explicit")
