@@ -26,7 +26,6 @@ import inspect
 import os
 import pathlib
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
@@ -41,6 +40,7 @@ TRUST_FLAG = "--trust-checkpoint"
 
 _allowlist: Optional[List[Any]] = None
 _safe_globals: Optional[List[Any]] = None
+_host_model_modules: List[Any] = []  # a git clone's models.common/experimental/yolo (`allow_model_modules`)
 CALL_REFUSED = "yolov5_dattn refused a call of"  # in the UnpicklingError a stand-in raises
 
 
@@ -75,12 +75,22 @@ def allowlist() -> List[Any]:
 
         from . import blocks, dattention, layernorm
         classes = []
-        for module in (common, experimental, yolo, blocks, dattention, layernorm):
+        for module in (common, experimental, yolo, blocks, dattention, layernorm, *_host_model_modules):
             classes += _module_classes(module)
         _allowlist = [*classes, *_torch_nn_classes(), *_numpy_reconstructors(),
                       pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath, pathlib.WindowsPath]
         _allowlist = list({id(o): o for o in _allowlist}.values())
     return _allowlist
+
+
+def allow_model_modules(*modules) -> None:
+    """Also allow the nn.Module classes defined in `modules` (a git clone's `models.common`, `models.yolo`,
+    ...: its checkpoints name `models.yolo.DetectionModel`, not `yolov5.models.yolo.DetectionModel`)."""
+    global _allowlist, _safe_globals
+    new = [m for m in modules if m not in _host_model_modules]
+    if new:
+        _host_model_modules.extend(new)
+        _allowlist = _safe_globals = None
 
 
 def _name(g: Any) -> str:
@@ -133,12 +143,30 @@ def _refused_globals(f: Union[str, Path]) -> List[str]:
 
 
 def _reason(e: BaseException) -> str:
-    """torch's own reason in one short line (its weights_only errors are a page of advice)."""
+    """torch's own reason in one short line: the first sentence of its first line (its weights_only
+    errors are a page of advice), never cut inside a sentence."""
     text = str(e)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(e).__name__)[:160]
+    line = lines[0] if lines else type(e).__name__
+    end = line.find(". ")
+    line = line[:end + 1] if end > 0 else line
+    if not isinstance(e, (RuntimeError, pickle.UnpicklingError, OSError, EOFError)) and lines:
+        line = f"{type(e).__name__}: {line}"  # a bare KeyError / IndexError from a reader says little alone
+    return line
+
+
+# what torch.save(..., _use_new_zipfile_serialization=False) writes first: a pickled magic number
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def is_legacy_format(f: Any) -> bool:
+    """True for a file in PyTorch's pre-1.6 (non-zip) checkpoint format."""
+    if not isinstance(f, (str, Path)):
+        return False
+    with open(f, "rb") as fh:
+        return fh.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
 
 
 def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = None, **kwargs) -> Any:
@@ -158,9 +186,18 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
     name = str(f)
     if isinstance(f, (str, Path)) and not Path(f).is_file():
         raise UserError(f"checkpoint {name} not found: check the --weights/--resume path")
+    if is_legacy_format(f):  # torch's weights-only unpickler reads zip checkpoints only
+        if not trust:
+            raise UserError(f"checkpoint {name} is in PyTorch's old non-zip format (torch.save with "
+                            f"_use_new_zipfile_serialization=False), which cannot be loaded safely: pass "
+                            f"{TRUST_FLAG} only if you trust where it came from, or re-save it with a current "
+                            f"torch.save") from None
+        return _load_trusted(f, name, map_location, **kwargs)
     try:
         with torch.serialization.safe_globals(safe_globals()):
             return _yaml_checked(torch.load(f, map_location=map_location, weights_only=True, **kwargs), name)
+    except UserError:
+        raise
     except pickle.UnpicklingError as e:
         if CALL_REFUSED in str(e):
             called = str(e).split(CALL_REFUSED, 1)[1].split()[0]
@@ -177,7 +214,7 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
             what = ", ".join(refused) or _reason(e)
             raise UserError(f"checkpoint {name} needs {what}, which is not on the safe allowlist, so it was "
                             f"not loaded: pass {TRUST_FLAG} only if you trust where it came from") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # a junk or truncated file fails anywhere in torch's reader (IndexError, struct.error...)
         raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
                         f"re-save or re-train it") from None
     # the user vouched for this file: full pickle, code in it may run
@@ -190,6 +227,9 @@ def _load_trusted(f: Any, name: str, map_location: Any, **kwargs) -> Any:
         ckpt = torch.load(f, map_location=map_location, weights_only=False, **kwargs)
     except UnsafeModelYAML as e:
         raise UserError(f"checkpoint {name}: {e}") from None
+    except Exception as e:
+        raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
+                        f"re-save or re-train it") from None
     return _yaml_checked(ckpt, name)
 
 
