@@ -94,11 +94,11 @@ def final_unstripped(demo, tmp_path_factory) -> Path:
 def _finished(last: Path) -> str:
     from yolov5.utils.general import strip_optimizer
     strip_optimizer(last)  # what YOLOv5 does at the end of every run
-    return "the run already trained all 1 epochs (was finished and stripped by YOLOv5)"
+    return "the run already trained all 1 epoch (was finished and stripped by YOLOv5)"
 
 
 def _killed_after_last_epoch(last: Path) -> str:
-    return "the run already trained all 1 epochs (stopped after its last epoch, before YOLOv5 finalized it)"
+    return "the run already trained all 1 epoch (stopped after its last epoch, before YOLOv5 finalized it)"
 
 
 def _truncated(last: Path) -> str:
@@ -171,6 +171,6 @@ def test_cli_resume_of_a_run_killed_after_its_last_epoch(final_unstripped, tmp_p
     result = run_script("train.py", "--resume", last, cwd=tmp_path, log=tmp_path / "net.log")
     assert result.returncode == 2, result.stderr[-2000:]
     err = result.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: --resume {last}: the run already trained all 1 epochs"), err
+    assert len(err) == 1 and err[0].startswith(f"error: --resume {last}: the run already trained all 1 epoch"), err
     assert "--weights" in err[0] and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]

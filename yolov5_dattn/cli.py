@@ -33,6 +33,7 @@ OUR_COMMANDS: Dict[str, str] = {
     "demo": "the demo: synthetic data, train, val, detect, compare, under ./demo",
     "make-demo-data": "write the synthetic shapes dataset (detection + segmentation) and a video",
     "configs": "list the shipped model / data / hyperparameter YAMLs, with parameter counts",
+    "clone-setup": "make a git clone of ultralytics/yolov5 (v7.0 or master) use these modules (--undo reverses it)",
 }
 
 
@@ -81,8 +82,9 @@ def _run_command(name: str, argv: List[str], prog: str) -> int:
         return _run_segment(argv, prog)
     if name == "configs":
         return configs_command(argv, prog)
-    from .commands import compare, demo, make_demo_data, visualize
-    module = {"compare": compare, "visualize": visualize, "demo": demo, "make-demo-data": make_demo_data}[name]
+    from .commands import clone_setup, compare, demo, make_demo_data, visualize
+    module = {"compare": compare, "visualize": visualize, "demo": demo, "make-demo-data": make_demo_data,
+              "clone-setup": clone_setup}[name]
     return module.main(argv, prog=prog)
 
 

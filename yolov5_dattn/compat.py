@@ -5,12 +5,19 @@ twice. `apply()` runs the shims the model code needs (done by `import yolov5_dat
 `apply_entrypoints()` also imports and patches YOLOv5's train/val/detect/export/segment modules (done
 by the scripts). Shims that must act before `yolov5` is first imported run in `apply_before_import()`.
 
+Hosts: the shims act on one copy of YOLOv5's modules, a `Host`: the pip package (`PIP`, modules
+`yolov5.utils.general`, ...) or a git clone (`Host.clone(root)`, modules `utils.general`, ... and the
+running script; see `yolov5_dattn.clone`). The shims `apply` runs take `host` (default `PIP`); those
+only `apply_entrypoints` runs serve the plugin's own runner and act on the pip package.
+
 Patching rule: a YOLOv5 function is replaced in the module that defines it *and* in every loaded
-`yolov5.*` module that imported it by name, so modules imported later pick up the replacement too.
+module of the same host that imported it by name, so modules imported later pick up the replacement too.
 Library-wide changes (numpy, Pillow) only add what is missing; `torch` is changed only as seen from
 YOLOv5's own modules (a view of `torch` with a few names overridden).
 """
+import contextlib
 import functools
+import importlib
 import os
 import sys
 import types
@@ -18,27 +25,95 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-_applied = False
+_applied = set()  # hosts (by prefix/root) whose model shims ran
 _applied_entrypoints = False
 
-# YOLOv5 modules whose `torch.load` calls must go through our safe loader
-_TORCH_LOAD_MODULES = ("yolov5.models.experimental", "yolov5.utils.general", "yolov5.train", "yolov5.segment.train")
-_ENTRY_MODULES = ("yolov5.train", "yolov5.val", "yolov5.detect", "yolov5.export",
-                  "yolov5.segment.train", "yolov5.segment.val", "yolov5.segment.predict")
+# YOLOv5 modules (names relative to the host) whose `torch.load` calls must go through our safe loader
+_TORCH_LOAD_MODULES = ("models.experimental", "utils.general", "train", "segment.train")
+_ENTRY_MODULES = ("train", "val", "detect", "export", "segment.train", "segment.val", "segment.predict")
+
+
+class Host:
+    """One copy of YOLOv5's modules that the shims patch.
+
+    `prefix` is what its module names start with: 'yolov5.' for the pip package, '' for a git clone, whose
+    modules are `models.yolo`, `utils.general`, ... and whose entry script runs as `__main__`. `root` (a
+    clone's folder) decides which loaded modules belong to it; without one, the prefix does.
+    """
+
+    def __init__(self, prefix: str, root: Optional[Path] = None):
+        self.prefix, self.root = prefix, None if root is None else Path(root).resolve()
+
+    @classmethod
+    def clone(cls, root) -> "Host":
+        """The host of the git clone of YOLOv5 in folder `root`."""
+        return cls("", root)
+
+    @property
+    def key(self) -> str:
+        """Identifies the host (for the shims' once-only bookkeeping)."""
+        return f"{self.prefix}@{self.root}"
+
+    @property
+    def label(self) -> str:
+        """'yolov5 (pip package)' or 'the YOLOv5 clone in <root>', for messages."""
+        return "yolov5 (pip package)" if self.root is None else f"the YOLOv5 clone in {self.root}"
+
+    def _file_inside(self, module: types.ModuleType) -> bool:
+        path = getattr(module, "__file__", None)
+        try:
+            return path is not None and Path(path).resolve().is_relative_to(self.root)
+        except (OSError, ValueError):
+            return False
+
+    def owns(self, mod_name: str, module: Optional[types.ModuleType]) -> bool:
+        """True if loaded module `mod_name` is one of this host's."""
+        if module is None:
+            return False
+        if self.root is None:
+            return mod_name == self.prefix.rstrip(".") or mod_name.startswith(self.prefix)
+        return self._file_inside(module)
+
+    def loaded(self, name: str) -> Optional[types.ModuleType]:
+        """Host module `name` ('utils.general', 'train') if loaded, or the running script if it is that file."""
+        module = sys.modules.get(self.prefix + name)
+        if module is not None and (self.root is None or self._file_inside(module)):
+            return module
+        main = sys.modules.get("__main__")
+        if self.root is not None and main is not None and self._file_inside(main):
+            if Path(main.__file__).resolve() == self.root / (name.replace(".", "/") + ".py"):
+                return main
+        return None
+
+    def module(self, name: str) -> types.ModuleType:
+        """Host module `name`, imported if need be (the running script when it is that file)."""
+        return self.loaded(name) or importlib.import_module(self.prefix + name)
+
+    def modules(self):
+        """(name, module) of every loaded module of this host."""
+        return [(n, m) for n, m in list(sys.modules.items()) if self.owns(n, m)]
+
+
+PIP = Host("yolov5.")
+
+
+def missing_anchor(host: Host, shim: str, what: str) -> RuntimeError:
+    """The error of a shim whose target is not in the host's code: YOLOv5 changed, the shim must too."""
+    return RuntimeError(f"yolov5_dattn.compat.{shim}: {host.label} has no {what}; this YOLOv5 is not supported "
+                        f"(tested: pip yolov5 7.0.14, clones of v7.0 and master, see README)")
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def replace_function(module: types.ModuleType, name: str, new: Callable) -> None:
-    """Replace `module.name` by `new`, also where other loaded yolov5 modules imported it by name."""
+def replace_function(module: types.ModuleType, name: str, new: Callable, host: Host = PIP) -> None:
+    """Replace `module.name` by `new`, also where other loaded modules of `host` imported it by name."""
     old = getattr(module, name)
     if getattr(old, "_yolov5_dattn_shim", False):
         return
     new._yolov5_dattn_shim = True
     new.__wrapped__ = old
-    for mod_name, mod in list(sys.modules.items()):
-        if mod is not None and (mod_name == "yolov5" or mod_name.startswith("yolov5.")):
-            if getattr(mod, name, None) is old:
-                setattr(mod, name, new)
+    for _, mod in host.modules():
+        if getattr(mod, name, None) is old:
+            setattr(mod, name, new)
     setattr(module, name, new)
 
 
@@ -121,6 +196,35 @@ def shim_pil_getsize() -> None:
             cls.getsize = getsize
 
 
+@contextlib.contextmanager
+def shim_ipython_optional():
+    """A v7.0 clone imports IPython at start-up (models/common.py, utils/general.py) only to display images in
+    notebooks. Without IPython installed, while the block imports the clone's modules they get a stand-in
+    that reports "no notebook" (`get_ipython()` is None) and displays nothing; it is out of `sys.modules`
+    again afterwards, so other libraries (matplotlib asks for IPython's version) never see it. A real
+    IPython, when installed, is always used."""
+    import importlib.machinery
+    import importlib.util
+    if "IPython" in sys.modules or importlib.util.find_spec("IPython") is not None:
+        yield
+        return
+    ipython = types.ModuleType("IPython", "yolov5_dattn's stand-in: IPython is not installed")
+    display = types.ModuleType("IPython.display", "yolov5_dattn's stand-in: IPython is not installed")
+    display.display = lambda *objects, **kwargs: None
+    display.clear_output = lambda wait=False: None
+    ipython.get_ipython = lambda: None
+    ipython.display = display
+    ipython.__spec__ = importlib.machinery.ModuleSpec("IPython", None)
+    display.__spec__ = importlib.machinery.ModuleSpec("IPython.display", None)
+    sys.modules.update({"IPython": ipython, "IPython.display": display})
+    try:
+        yield
+    finally:
+        for name in ("IPython", "IPython.display"):
+            if sys.modules.get(name) in (ipython, display):
+                del sys.modules[name]
+
+
 def apply_before_import() -> None:
     """Shims needed for `import yolov5` itself to work."""
     shim_quiet_pkg_resources_warning()
@@ -141,9 +245,12 @@ def offline_font() -> Optional[Path]:
         return None
 
 
-def shim_fonts_offline() -> None:
-    """`check_font` downloads Arial.ttf / Arial.Unicode.ttf; never download, draw with a local font instead."""
-    from yolov5.utils import general, plots
+def shim_fonts_offline(host: Host = PIP) -> None:
+    """`check_font` downloads Arial.ttf / Arial.Unicode.ttf; never download, draw with a local font instead.
+    (A clone of master draws with ultralytics' Annotator, kept offline by `shim_offline_ultralytics`, and has
+    no `check_pil_font`.)"""
+    general = host.module("utils.general")
+    plots = host.module("utils.plots")
     from PIL import ImageFont
 
     def check_font(font=general.FONT, progress=False):
@@ -156,19 +263,38 @@ def shim_fonts_offline() -> None:
                 return ImageFont.truetype(str(candidate), size)
         return ImageFont.load_default(size)
 
-    replace_function(general, "check_font", check_font)
-    replace_function(plots, "check_pil_font", check_pil_font)
+    replace_function(general, "check_font", check_font, host)
+    if hasattr(plots, "check_pil_font") or host is PIP:
+        replace_function(plots, "check_pil_font", check_pil_font, host)
 
 
-def shim_no_pip_installs() -> None:
+def shim_ultralytics_fonts_offline(host: Host = PIP) -> None:
+    """A clone of master draws with ultralytics' `Annotator`, whose `check_font` asks github.com for Arial.ttf
+    (also with YOLO_OFFLINE set) when it is not in ultralytics' config dir; use the local font instead. Only
+    for a host whose plots use that Annotator; the name is replaced where the Annotator looks it up."""
+    annotator = getattr(host.module("utils.plots"), "Annotator", None)
+    plotting = sys.modules.get(getattr(annotator, "__module__", ""))
+    if plotting is None or not plotting.__name__.startswith("ultralytics.") or not hasattr(plotting, "check_font"):
+        return  # YOLOv5's own Annotator: shim_fonts_offline covers it
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    def check_font(font="Arial.ttf"):
+        """The font if ultralytics has it on disk, else `offline_font()`; never downloads."""
+        file = USER_CONFIG_DIR / Path(font).name
+        return file if file.is_file() else offline_font()
+
+    replace_function(plotting, "check_font", check_font, host)
+
+
+def shim_no_pip_installs(host: Host = PIP) -> None:
     """`check_requirements` may run `pip install` at run time; only report what is missing, never install."""
-    from yolov5.utils import general
+    general = host.module("utils.general")
 
-    def check_requirements(requirements=None, exclude=(), install=True, cmds=''):
+    def check_requirements(requirements=None, exclude=(), install=True, cmds='', **kwargs):
         """Never installs (offline, reproducible); dependencies are declared in setup.cfg."""
         return True
 
-    replace_function(general, "check_requirements", check_requirements)
+    replace_function(general, "check_requirements", check_requirements, host)
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -177,10 +303,12 @@ def _looks_like_hub_id(name: str) -> bool:
             and not name.startswith((".", "/", "http:", "https:")))
 
 
-def shim_no_hub_lookups() -> None:
-    """`attempt_download_from_hub` asks huggingface.co about every weights path, even an existing
-    local `best.pt`; only ask for names that can be a hub model id ('owner/model')."""
-    from yolov5.utils import downloads
+def shim_no_hub_lookups(host: Host = PIP) -> None:
+    """`attempt_download_from_hub` (pip package only) asks huggingface.co about every weights path, even an
+    existing local `best.pt`; only ask for names that can be a hub model id ('owner/model')."""
+    downloads = host.module("utils.downloads")
+    if host is not PIP and not hasattr(downloads, "attempt_download_from_hub"):
+        return  # a git clone has no hub lookups
 
     original = downloads.attempt_download_from_hub
 
@@ -190,32 +318,33 @@ def shim_no_hub_lookups() -> None:
             return None
         return original(repo_id, hf_token=hf_token, revision=revision)
 
-    replace_function(downloads, "attempt_download_from_hub", attempt_download_from_hub)
+    replace_function(downloads, "attempt_download_from_hub", attempt_download_from_hub, host)
 
 
-def shim_missing_weights_fail_fast() -> None:
+def shim_missing_weights_fail_fast(host: Host = PIP) -> None:
     """A missing weights file goes through GitHub API + `git tag` + `curl --retry 9` (over 5 minutes);
     say so in one line at once instead."""
-    from yolov5.utils import downloads
+    downloads = host.module("utils.downloads")
 
     from .errors import UserError
 
     def attempt_download(file, repo="ultralytics/yolov5", release="v7.0", hf_token=None):
         """The path if the file exists; UserError otherwise (downloads are off)."""
-        hub = downloads.attempt_download_from_hub(file, hf_token=hf_token)
+        from_hub = getattr(downloads, "attempt_download_from_hub", None)
+        hub = from_hub(file, hf_token=hf_token) if from_hub is not None else None
         path = Path(str(hub or file).strip().replace("'", ""))
         if path.exists():
             return str(path)
         raise UserError(f"weights file {file} not found: pass the path of an existing .pt/.onnx/.torchscript "
                         f"file (this plugin never downloads weights)")
 
-    replace_function(downloads, "attempt_download", attempt_download)
+    replace_function(downloads, "attempt_download", attempt_download, host)
 
 
-def shim_no_dataset_downloads() -> None:
+def shim_no_dataset_downloads(host: Host = PIP) -> None:
     """`check_dataset` downloads (or runs the YAML's `download:` script for) a dataset that is not on
     disk; say in one line that it is missing instead."""
-    from yolov5.utils import general
+    general = host.module("utils.general")
 
     from .errors import UserError
     original = general.check_dataset
@@ -230,25 +359,38 @@ def shim_no_dataset_downloads() -> None:
             raise UserError(f"--data {data}: the dataset's val images are not on disk (downloads are off): "
                             f"fix the paths in the YAML or put the data there first") from None
 
-    replace_function(general, "check_dataset", check_dataset)
+    replace_function(general, "check_dataset", check_dataset, host)
 
 
 # ---- torch ≥2.6 -----------------------------------------------------------------------------------
-def shim_safe_torch_load() -> None:
+def shim_safe_torch_load(host: Host = PIP) -> None:
     """torch ≥2.6 loads with `weights_only=True` by default and refuses every YOLOv5 checkpoint; make
-    YOLOv5's `torch.load` calls use our allowlisted loader (`yolov5_dattn.checkpoints.load`)."""
-    import importlib
-
+    YOLOv5's `torch.load` calls use our allowlisted loader (`yolov5_dattn.checkpoints.load`). A clone of
+    master loads through ultralytics' `torch_load` (full pickle) instead: that name is replaced likewise."""
     from .checkpoints import load
+
+    def torch_load(*args, **kwargs):
+        """ultralytics' `torch_load` signature, our allowlisted `checkpoints.load`."""
+        return load(*args, **kwargs)
+
     for name in _TORCH_LOAD_MODULES:
-        if name in sys.modules or name in ("yolov5.models.experimental", "yolov5.utils.general"):
-            _set_torch_override(importlib.import_module(name), "load", load)
+        module = host.loaded(name) if name in ("train", "segment.train") else host.module(name)
+        if module is None:
+            continue  # a trainer not loaded (apply_entrypoints loads them for the pip package)
+        if "torch_load" in vars(module):
+            if not getattr(module.torch_load, "_yolov5_dattn_shim", False):
+                torch_load._yolov5_dattn_shim = True
+                module.torch_load = torch_load
+        elif "torch" in vars(module):
+            _set_torch_override(module, "load", load)
+        else:
+            raise missing_anchor(host, "shim_safe_torch_load", f"torch or torch_load in {name}")
 
 
-def shim_segment_detect_not_pickled() -> None:
+def shim_segment_detect_not_pickled(host: Host = PIP) -> None:
     """`Segment.__init__` stores `self.detect = Detect.forward`, which pickles as `builtins.getattr`
     (models/yolo.py:101) and would have to be allowlisted; keep it on the class instead."""
-    from yolov5.models import yolo
+    yolo = host.module("models.yolo")
 
     if getattr(yolo.Segment.__init__, "_yolov5_dattn_shim", False):
         return
@@ -264,11 +406,14 @@ def shim_segment_detect_not_pickled() -> None:
     yolo.Segment.detect = staticmethod(yolo.Detect.forward)  # `self.detect(self, x)` keeps working
 
 
-def shim_legacy_onnx_exporter() -> None:
+def shim_legacy_onnx_exporter(host: Host = PIP) -> None:
     """torch ≥2.9 `torch.onnx.export` defaults to the dynamo exporter (needs onnxscript; yolov5's
-    `try_export` swallows the failure); use the TorchScript-based exporter YOLOv5 was written for."""
+    `try_export` swallows the failure); use the TorchScript-based exporter YOLOv5 was written for.
+    (A clone of master exports through ultralytics, which asks for it itself.)"""
     import torch
-    from yolov5 import export
+    export = host.module("export") if host is PIP else host.loaded("export")
+    if export is None:
+        return  # a clone's export.py is not running
 
     real_export = torch.onnx.export
 
@@ -279,24 +424,63 @@ def shim_legacy_onnx_exporter() -> None:
     _set_torch_override(export, "onnx.export", onnx_export)
 
 
+def shim_export_formats(host: Host = PIP) -> None:
+    """YOLOv5's export: OpenVINO through the current `openvino` API (its own needs the retired openvino-dev/`mo`),
+    `run()` at opset 17 by default (it says 12, only the CLI 17) and TensorRT's ONNX step at the run's opset
+    (hard-coded 12, which has no grid_sample). See `yolov5_dattn.deploy`."""
+    from . import deploy
+    export = host.module("export") if host is PIP else host.loaded("export")
+    if export is not None:
+        deploy.patch_export(export, lambda module, name, new: replace_function(module, name, new, host))
+
+
+def shim_openvino_runtime(host: Host = PIP) -> None:
+    """DetectMultiBackend loads `*_openvino_model` with `from openvino.runtime import Core, Layout, get_batch`,
+    a module current `openvino` no longer has; provide it (`deploy.openvino_runtime_module`) when such a model
+    is loaded."""
+    import importlib.util
+
+    from . import deploy
+    backend = host.module("models.common").DetectMultiBackend
+    init = backend.__init__
+    if getattr(init, "_yolov5_dattn_openvino", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self, weights="yolov5s.pt", *args, **kwargs):
+        w = str(weights[0] if isinstance(weights, list) else weights)
+        if ("_openvino_model" in w and "openvino.runtime" not in sys.modules
+                and importlib.util.find_spec("openvino") is not None):
+            deploy.import_openvino()  # telemetry off
+            try:
+                importlib.import_module("openvino.runtime")
+            except ImportError:
+                sys.modules["openvino.runtime"] = deploy.openvino_runtime_module()
+        init(self, weights, *args, **kwargs)
+
+    __init__._yolov5_dattn_openvino = True
+    backend.__init__ = __init__
+
+
 # ---- hygiene ------------------------------------------------------------------------------------
-def shim_quiet_autocast_warning() -> None:
+def shim_quiet_autocast_warning(host: Host = PIP) -> None:
     """train.py's `torch.cuda.amp.autocast(amp)` warns (FutureWarning) on every batch because SPPF's
     `catch_warnings` resets the once-only registry; silence exactly that warning (and the one of its
     `torch.cuda.amp.GradScaler`) when YOLOv5's code triggers it."""
+    module = r"yolov5\." if host is PIP else r"(__main__|train|segment\.train)$"  # a clone's trainer
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.(autocast|GradScaler)", category=FutureWarning,
-                            module=r"yolov5\.")
+                            module=module)
 
 
-def shim_no_git_status_check() -> None:
+def shim_no_git_status_check(host: Host = PIP) -> None:
     """segment/train.py runs `check_git_status`, which prints "github: skipping check" for the pip package (no
     .git) and would ask github.com otherwise; a pinned, offline package has no updates to look for."""
-    from yolov5.utils import general
+    general = host.module("utils.general")
 
     def check_git_status(repo="ultralytics/yolov5", branch="master"):
         """No update check: yolov5 is pinned (setup.cfg) and runs offline."""
 
-    replace_function(general, "check_git_status", check_git_status)
+    replace_function(general, "check_git_status", check_git_status, host)
 
 
 class _GrabCheckedCapture:
@@ -323,10 +507,10 @@ class _GrabCheckedCapture:
         return getattr(self.__dict__["_cap"], name)
 
 
-def shim_video_end_read() -> None:
+def shim_video_end_read(host: Host = PIP) -> None:
     """LoadImages (detect, segment predict) grabs past a video's last frame and then retrieves anyway, so
     OpenCV logs an [ERROR] line at the end of every video; skip that retrieve, which can only fail."""
-    from yolov5.utils.dataloaders import LoadImages
+    LoadImages = host.module("utils.dataloaders").LoadImages
 
     original = LoadImages._new_video
     if getattr(original, "_yolov5_dattn_shim", False):
@@ -339,6 +523,49 @@ def shim_video_end_read() -> None:
 
     _new_video._yolov5_dattn_shim = True
     LoadImages._new_video = _new_video
+
+
+def shim_backend_names_literal(host: Host = PIP) -> None:
+    """DetectMultiBackend reads an ONNX file's class names with `eval(meta['names'])` (models/common.py:380),
+    so a crafted .onnx runs code; read them as a literal instead (`eval` is only called there in that
+    module; its TorchScript/OpenVINO/TFLite metadata go through json/yaml/literal_eval already). A value that
+    is not a literal is one UserError naming the file."""
+    from .errors import UserError
+    from .input_checks import literal_names
+    common = host.module("models.common")
+    if getattr(common.__dict__.get("eval"), "_yolov5_dattn_shim", False):
+        return
+
+    def names_literal(text, *args):
+        """`ast.literal_eval` of exported-model metadata (no globals, no calls)."""
+        return literal_names(text, "model metadata")
+
+    names_literal._yolov5_dattn_shim = True
+    common.eval = names_literal  # a module global shadows the builtin for that module's code only
+    backend = common.DetectMultiBackend
+    init = backend.__init__
+
+    @functools.wraps(init)
+    def __init__(self, weights="yolov5s.pt", *args, **kwargs):
+        try:
+            init(self, weights, *args, **kwargs)
+        except UserError as e:
+            if "model metadata:" not in str(e):
+                raise
+            w = weights[0] if isinstance(weights, list) else weights
+            raise UserError(str(e).replace("model metadata:", f"--weights {w}:", 1)) from None
+
+    backend.__init__ = __init__
+
+
+def shim_no_heif_install() -> None:
+    """ultralytics (imported by yolov5) patches `PIL.Image.open` to run `check_requirements('pi-heif')` (a pip
+    install) the first time a file cannot be identified, so a corrupt image is reported as "No module named
+    'pi_heif'"; mark its plugin step done, so Pillow's own "cannot identify image file" comes through.
+    HEIF is not one of YOLOv5 7.0's image formats."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is not None and hasattr(patches, "_pil_plugins_registered"):
+        patches._pil_plugins_registered = True
 
 
 def shim_fresh_callbacks() -> None:
@@ -402,19 +629,18 @@ def shim_noval_map50s() -> None:
 
 
 # ---- no lost or misplaced checkpoints --------------------------------------------------------------
-def shim_atomic_checkpoint_saves() -> None:
+def shim_atomic_checkpoint_saves(host: Host = PIP) -> None:
     """YOLOv5 writes checkpoints in place (a kill mid-save leaves a 0-byte last.pt, a full disk a corrupt
     one): route the `torch.save` of train.py, segment/train.py and utils/general.py (strip_optimizer) through
     `atomic.atomic_save`, and make TorchScript/ONNX exports write a temp file that is renamed when complete."""
-    import importlib
-
     from . import atomic
-    for name in ("yolov5.utils.general", "yolov5.train", "yolov5.segment.train"):
-        if name in sys.modules or name == "yolov5.utils.general":  # the trainers once loaded (apply_entrypoints)
-            _set_torch_override(importlib.import_module(name), "save", atomic.atomic_save)
-    export = sys.modules.get("yolov5.export")
-    if export is None:
-        return
+    for name in ("utils.general", "train", "segment.train"):
+        module = host.module(name) if name == "utils.general" else host.loaded(name)  # trainers once loaded
+        if module is not None:
+            _set_torch_override(module, "save", atomic.atomic_save)
+    export = host.loaded("export")
+    if export is None or "export_onnx" not in vars(export):
+        return  # not loaded, or a clone's export.py still importing (its functions come later)
 
     def make_atomic(original, suffix):
         def export_format(model, im, file, *args, **kwargs):
@@ -438,7 +664,7 @@ def shim_atomic_checkpoint_saves() -> None:
 
     for name, suffix in (("export_torchscript", ".torchscript"), ("export_onnx", ".onnx")):
         if not getattr(getattr(export, name), "_yolov5_dattn_shim", False):
-            replace_function(export, name, make_atomic(getattr(export, name), suffix))
+            replace_function(export, name, make_atomic(getattr(export, name), suffix), host)
 
 
 def resume_save_dir(opt, last) -> str:
@@ -486,24 +712,33 @@ def shim_resume_beside_checkpoint() -> None:
         trainer.main = namespace["main"]
 
 
-def apply() -> None:
-    """Shims the model code needs (idempotent); run by `import yolov5_dattn`."""
-    global _applied
-    if _applied:
+def apply(host: Host = PIP) -> None:
+    """Shims the model code of `host` needs (idempotent); run by `import yolov5_dattn` for the pip package
+    and by `yolov5_dattn.clone.install` for a git clone."""
+    if host.key in _applied:
         return
     apply_before_import()
-    shim_fonts_offline()
-    shim_no_pip_installs()
-    shim_no_hub_lookups()
-    shim_missing_weights_fail_fast()
-    shim_no_dataset_downloads()
-    shim_segment_detect_not_pickled()
-    shim_safe_torch_load()
-    shim_atomic_checkpoint_saves()
-    shim_quiet_autocast_warning()
-    shim_no_git_status_check()
-    shim_video_end_read()
-    _applied = True
+    with shim_ipython_optional() if host is not PIP else contextlib.nullcontext():
+        host.module("models.yolo")  # imports models.common and utils.general (the IPython importers) now
+        shim_fonts_offline(host)
+        if host is not PIP:
+            shim_ultralytics_fonts_offline(host)
+        shim_no_pip_installs(host)
+        shim_no_hub_lookups(host)
+        shim_missing_weights_fail_fast(host)
+        shim_no_dataset_downloads(host)
+        shim_segment_detect_not_pickled(host)
+        shim_safe_torch_load(host)
+        shim_atomic_checkpoint_saves(host)
+        shim_quiet_autocast_warning(host)
+        shim_no_git_status_check(host)
+        shim_video_end_read(host)
+        shim_backend_names_literal(host)
+        shim_openvino_runtime(host)
+        shim_no_heif_install()
+        if host is not PIP:  # a clone's entry script is running already: its own module is the entry point
+            shim_legacy_onnx_exporter(host)
+    _applied.add(host.key)
 
 
 def apply_entrypoints() -> None:
@@ -512,13 +747,13 @@ def apply_entrypoints() -> None:
     apply()
     if _applied_entrypoints:
         return
-    import importlib
     for name in _ENTRY_MODULES:
-        importlib.import_module(name)
+        PIP.module(name)
     shim_safe_torch_load()
     shim_legacy_onnx_exporter()
     shim_noval_map50s()
     shim_atomic_checkpoint_saves()
+    shim_export_formats()
     shim_resume_beside_checkpoint()
     shim_fresh_callbacks()
     shim_run_ignores_host_argv()

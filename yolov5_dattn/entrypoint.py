@@ -35,14 +35,17 @@ OUR_FLAGS = ("trust_checkpoint",)
 MIN_ONNX_OPSET = 16  # grid_sample (DAttention's key sampling) needs opset 16
 
 
-def add_our_flags(parser: argparse.ArgumentParser, task: str) -> None:
-    """Our flags, in their own --help section. Train tasks default to `--weights ''` (from scratch):
-    YOLOv5's default `yolov5s.pt` would need a download and does not match a DAttention config."""
+def add_our_flags(parser: argparse.ArgumentParser, task: str, pip_defaults: bool = True) -> None:
+    """Our flags, in their own --help section. With `pip_defaults` (the pip package's scripts), train tasks
+    default to `--weights ''` (from scratch: YOLOv5's default `yolov5s.pt` would need a download and does not
+    match a DAttention config) and --project to ./runs/...; a git clone keeps its own defaults."""
     group = parser.add_argument_group("yolov5-dattn")
     group.add_argument("--trust-checkpoint", action="store_true",
                        help="load --weights/--resume checkpoints with full pickle even if they name classes "
                             "outside the safe allowlist (only for files whose source you trust: a pickle can "
                             "run code)")
+    if not pip_defaults:
+        return
     if task in TRAIN_TASKS:
         parser.set_defaults(weights="")
     # the pip package's segment scripts default to ROOT / 'runs/...', i.e. inside site-packages/yolov5;
@@ -79,13 +82,22 @@ def parsing(argv: Sequence[str], prog: str, extend: Callable[[argparse.ArgumentP
         argparse.ArgumentParser.parse_known_args = real
 
 
-def parse(task: str, argv: Sequence[str], prog: Optional[str] = None):
+def parse(task: str, argv: Sequence[str], prog: Optional[str] = None, echo: Optional[List[str]] = None):
     """Parse `argv` for `task` with YOLOv5's parser plus ours.
 
+    Args:
+        echo: if a list, the options line that YOLOv5's `parse_opt` prints (`detect: weights=...`) is appended
+            to it instead of being logged, so that a run refused by the checks prints only its `error:` line.
     Returns: (opt, ours) — YOLOv5's namespace (our flags removed, so it can go to YOLOv5's run(**vars))
     and a namespace of our flags.
     """
+    from yolov5.utils.general import colorstr
     module = importlib.import_module(TASKS[task])
+    printer = getattr(module, "print_args", None)
+    if echo is not None and printer is not None:
+        name = TASKS[task].split(".", 1)[-1].replace(".", "/")  # 'segment/predict', as YOLOv5 labels it
+        module.print_args = lambda args=None, *_, **__: echo.append(
+            colorstr(f"{name}: ") + ", ".join(f"{k}={v}" for k, v in (args or {}).items()))
     with parsing(argv, prog or f"scripts/{task.replace('-', '/')}.py", lambda p: add_our_flags(p, task)):
         try:
             opt = module.parse_opt()
@@ -95,6 +107,9 @@ def parse(task: str, argv: Sequence[str], prog: Optional[str] = None):
                 raise
             flag = next((a for a, v in zip(argv, argv[1:]) if a.startswith("--") and v == missing), "a path")
             raise UserError(f"{flag} {missing} not found: check the path") from None
+        finally:
+            if printer is not None:
+                module.print_args = printer
     ours = argparse.Namespace(**{k: opt.__dict__.pop(k) for k in OUR_FLAGS})
     return opt, ours
 
@@ -124,6 +139,10 @@ def check_weights(opt, task: str):
         return [check_resume(opt, task)]
     if task in TRAIN_TASKS and resume:
         paths = [resume] if isinstance(resume, str) else []
+    from .input_checks import check_weights_format
+    if task not in TRAIN_TASKS and not paths:
+        raise UserError("--weights is empty: pass the .pt (or exported .onnx / .torchscript) file to use, "
+                        "e.g. runs/train/exp/weights/best.pt")
     models = []
     for w in paths:
         if _is_remote(w):
@@ -133,14 +152,24 @@ def check_weights(opt, task: str):
         if not path.exists():
             raise UserError(f"{flag} {w} not found: pass an existing .pt, .onnx or .torchscript file "
                             f"(this plugin never downloads weights)")
-        if path.suffix == ".pt":
+        if path.suffix == ".pt" and path.is_file():
             models.append(check_model_checkpoint(path))
+        elif task not in TRAIN_TASKS:
+            check_weights_format(path, opt, task)
+        elif not path.is_file() or path.suffix != ".pt":
+            raise UserError(f"{flag} {w}: training starts from a PyTorch checkpoint (.pt file): pass one, or "
+                            f"--weights '' with --cfg to train from scratch")
     return models
 
 
-def check_inputs(opt, task: str) -> None:
-    """--data / --cfg / --source name things that exist (before YOLOv5 creates its output folder)."""
-    from yolov5.utils import general
+def check_inputs(opt, task: str, general=None) -> None:
+    """--data / --cfg / --source name things that exist and can be read (before YOLOv5 creates its output
+    folder: `input_checks`). `general`: the host's `utils.general` (a clone's finds its own data/ and hyps and
+    resolves `path:` as that clone will); default the pip package's."""
+    if general is None:
+        from yolov5.utils import general
+
+    from . import input_checks
     if task in TRAIN_TASKS and int(os.environ.get("LOCAL_RANK", -1)) != -1:
         import torch
         if torch.cuda.device_count() <= int(os.environ["LOCAL_RANK"]):
@@ -156,7 +185,9 @@ def check_inputs(opt, task: str) -> None:
             if not Path(data).is_file():
                 raise UserError(f"--data {data} not found: pass the path of a dataset YAML or a shipped name "
                                 f"such as demo_shapes.yaml")
-            general.check_dataset(data)  # raises UserError when the images are not on disk
+            input_checks.check_data_yaml(data)
+            checked = general.check_dataset(data)  # raises UserError when the images are not on disk
+            input_checks.check_dataset_files(data, checked, opt, task)
     if task in TRAIN_TASKS and opt.cfg:
         try:  # YOLOv5 also accepts its built-in names (yolov5n.yaml); later checks need the path
             opt.cfg = general.check_yaml(opt.cfg)
@@ -178,6 +209,7 @@ def check_inputs(opt, task: str) -> None:
                 or source.startswith("screen ") or any(c in source for c in "*?[") or Path(source).exists()):
             raise UserError(f"--source {source} not found: pass an image, a folder, a glob, a video, "
                             f"a webcam index (0) or a stream URL")
+        input_checks.check_source(source)
 
 
 def export_formats_requested(opt) -> List[str]:
@@ -187,13 +219,16 @@ def export_formats_requested(opt) -> List[str]:
 
 
 def check_export(opt, models) -> None:
-    """ONNX export of DAttention needs opset >= 16 (grid_sample)."""
+    """ONNX export of DAttention needs opset >= 16 (grid_sample); every --include format must be able to run
+    here (`deploy.check_formats`: its tools installed, nothing installed at run time)."""
     from .dattention import DAttention
+    from .deploy import check_formats
     include = export_formats_requested(opt)
     has_dattention = any(isinstance(m, DAttention) for model in models for m in model.modules())
-    if "onnx" in include and has_dattention and opt.opset < MIN_ONNX_OPSET:
+    if {"onnx", "openvino"} & set(include) and has_dattention and opt.opset < MIN_ONNX_OPSET:
         raise UserError(f"--opset {opt.opset} cannot express grid_sample (used by DAttention): "
                         f"use --opset {MIN_ONNX_OPSET} or higher (default 17)")
+    check_formats(opt, include, has_dattention)
 
 
 # ---- running --------------------------------------------------------------------------------------
@@ -203,13 +238,17 @@ def run_export(module, opt) -> None:
     A format that failed after writing part of its output (e.g. an .onnx that then failed its check) has
     that file removed, so nothing half-written is left behind.
     """
+    from .deploy import openvino_half_on_cpu, output_path
     include = export_formats_requested(opt)
     for weights in _weights_list(opt):
         start = time.time()
-        written = module.run(**{**vars(opt), "weights": weights, "include": include})
+        with openvino_half_on_cpu(opt, include):
+            written = module.run(**{**vars(opt), "weights": weights, "include": include})
         missing = [fmt for fmt in include if not any(_is_format(f, fmt) for f in written)]
-        for fmt in missing:
-            partial = Path(weights).with_suffix(_suffix(fmt))
+        # OpenVINO and TensorRT are converted from an ONNX file YOLOv5 writes first: not wanted when they failed
+        intermediate = ["onnx"] if {"openvino", "engine"} & set(missing) and "onnx" not in include else []
+        for fmt in missing + intermediate:
+            partial = output_path(weights, fmt)
             if partial.is_file() and partial.stat().st_mtime >= start:
                 partial.unlink()
         if missing:
@@ -225,7 +264,8 @@ def _suffix(fmt: str) -> str:
 
 
 def _is_format(path: str, fmt: str) -> bool:
-    return str(path).endswith(_suffix(fmt)) and Path(path).exists()
+    path = str(path).rstrip("/" + os.sep)  # folder formats come back as 'best_openvino_model/'
+    return path.endswith(_suffix(fmt)) and Path(path).exists()
 
 
 def execute(task: str, opt, callbacks=None) -> None:
@@ -247,6 +287,27 @@ def execute(task: str, opt, callbacks=None) -> None:
         module.main(opt)
 
 
+def check_run(opt, task: str, ours, general=None) -> None:
+    """Every check before `task` runs on parsed `opt` (our flags in `ours`): --trust-checkpoint takes effect,
+    then numbers, --project, weights, inputs, export formats and `preflight` (which may adjust `opt`).
+    `general`: the host's `utils.general` for `check_inputs`. Raises UserError (one line) for bad input."""
+    from . import input_checks
+    from .checkpoints import TRUST_ENV, TRUST_FLAG, trusted
+    from .preflight import preflight
+    if ours.trust_checkpoint:  # an env var, so DDP workers and YOLOv5's own loads see it too
+        os.environ[TRUST_ENV] = "1"
+    elif trusted() and int(os.environ.get("RANK", -1)) in (-1, 0):
+        print(f"notice: {TRUST_ENV}=1 is set: checkpoints the safe loader refuses are loaded with full pickle, "
+              f"which can run code (as with {TRUST_FLAG}); unset it to load only what is safe", file=sys.stderr)
+    input_checks.check_numbers(opt, task)
+    input_checks.check_project(opt, task)
+    models = check_weights(opt, task)
+    check_inputs(opt, task, general)
+    if task == "export":
+        check_export(opt, models)
+    preflight(opt, task, models=models)
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split())
@@ -262,20 +323,19 @@ def main(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = 
     from . import compat
     compat.apply_entrypoints()
     from . import data_yaml
-    from .preflight import preflight
+    from .checkpoints import TRUST_ENV
 
     data_yaml.install()
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    trust_before = os.environ.get(TRUST_ENV)  # --trust-checkpoint holds for this run only
     try:
-        opt, ours = parse(task, argv, prog)
-        if ours.trust_checkpoint:  # an env var, so DDP workers and YOLOv5's own loads see it too
-            os.environ["YOLOV5_DATTN_TRUST_CHECKPOINT"] = "1"
-        models = check_weights(opt, task)
-        check_inputs(opt, task)
-        if task == "export":
-            check_export(opt, models)
-        preflight(opt, task, models=models)
+        echo: List[str] = []  # YOLOv5's options line, printed once the checks pass
+        opt, ours = parse(task, argv, prog, echo=echo)
+        check_run(opt, task, ours)
+        from yolov5.utils.general import LOGGER
+        for line in echo:
+            LOGGER.info(line)
         execute(task, opt, callbacks)
     except UserError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -285,4 +345,9 @@ def main(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = 
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        if trust_before is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = trust_before
     return 0

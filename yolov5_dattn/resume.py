@@ -105,9 +105,10 @@ def check_resume(opt, task: str) -> nn.Module:
     if ckpt["epoch"] < 0 or ckpt["optimizer"] is None or done >= epochs:
         state = ("was finished and stripped by YOLOv5" if ckpt["epoch"] < 0 or ckpt["optimizer"] is None
                  else "stopped after its last epoch, before YOLOv5 finalized it")
-        raise UserError(f"--resume {last}: the run already trained all {epochs} epochs ({state}), so there is "
-                        f"nothing to resume, and --resume cannot extend a run (it ignores --epochs): to train "
-                        f"more, start a new run from it: {script} --weights {last} --data {data} --epochs N")
+        raise UserError(f"--resume {last}: the run already trained all {epochs} epoch{'s' * (epochs != 1)} "
+                        f"({state}), so there is nothing to resume, and --resume cannot extend a run (it ignores "
+                        f"--epochs): to train more, start a new run from it: {script} --weights {last} --data {data} "
+                        f"--epochs N")
 
     from .entrypoint import _is_remote
     if not _is_remote(data):

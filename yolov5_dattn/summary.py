@@ -87,13 +87,24 @@ def _gflops(flops: int) -> str:
     return f"{g:.{1 if g >= 10 else 2 if g >= 1 else 3}f}"
 
 
-def model_info(model, verbose: bool = False, imgsz: ImgSize = 640) -> None:
+def _logger(model) -> logging.Logger:
+    """The LOGGER of the YOLOv5 that defines `model`'s class (a git clone of master logs through ultralytics')."""
+    logger = getattr(sys.modules.get(type(model).__module__), "LOGGER", None)
+    if isinstance(logger, logging.Logger):
+        return logger
+    from yolov5.utils.general import LOGGER
+    return LOGGER
+
+
+def model_info(model, verbose: bool = False, imgsz: ImgSize = 640, detailed: Optional[bool] = None) -> None:
     """Drop-in for `yolov5.utils.torch_utils.model_info`: parameter counts and GFLOPs at the run's image size.
 
     `imgsz` is what YOLOv5 passes (always its default 640); the size of the running YOLOv5 entry point,
-    when one is found on the call stack, takes precedence (see the module docstring).
+    when one is found on the call stack, takes precedence (see the module docstring). `detailed` is the
+    name a YOLOv5 master clone passes `verbose` by.
     """
-    from yolov5.utils.general import LOGGER
+    verbose = verbose if detailed is None else detailed
+    LOGGER = _logger(model)
 
     if not LOGGER.isEnabledFor(logging.INFO):  # nobody will read it: skip the count
         return
@@ -115,14 +126,15 @@ def model_info(model, verbose: bool = False, imgsz: ImgSize = 640) -> None:
 _originals = {}
 
 
-def install(yolo: Optional[ModuleType] = None) -> None:
+def install(yolo: Optional[ModuleType] = None, *also: ModuleType) -> None:
     """Make `model.info()` use our `model_info`. Idempotent.
 
     Args:
         yolo: the module whose `model_info` global `DetectionModel.info` calls; default the pip package's
             `yolov5.models.yolo` (and `yolov5.utils.torch_utils`). Pass a git clone's `models.yolo` for a clone.
+        also: more modules whose `model_info` to replace (a clone's `utils.torch_utils`).
     """
-    targets = [yolo] if yolo is not None else []
+    targets = [yolo, *also] if yolo is not None else []
     if yolo is None:
         import yolov5.models.yolo
         import yolov5.utils.torch_utils

@@ -1,0 +1,233 @@
+"""A git clone of ultralytics/yolov5 (tag v7.0 or master) that builds, trains and loads our modules, offline.
+
+`yolov5-dattn clone-setup <clone>` (`setup`) appends the same three lines to the clone's `models/__init__.py`
+and `utils/__init__.py`:
+
+    # >>> yolov5-dattn clone-setup (undo: yolov5-dattn clone-setup --undo <clone>)
+    import yolov5_dattn.clone; yolov5_dattn.clone.install(__name__)  # noqa: E402,E702
+    # <<< yolov5-dattn
+
+Every entry script of a clone (train.py, val.py, detect.py, export.py, segment/*.py, hubconf.py) imports one
+of those two packages before it builds or loads anything, so `install` runs first and gives the clone's own
+modules (`models.yolo`, `utils.general`, ... and the running script) what the pip-package path gets: the
+compatibility shims of `yolov5_dattn.compat` (applied to the clone's host, `compat.Host.clone`), the
+parse_model hook (C3_DAttention & co., no `eval`), the model summary with attention GFLOPs and the safe
+checkpoint loader, which also allows the clone's model classes. When the process runs one of the clone's
+entry scripts (`SCRIPT_TASKS`), the first parse of that script's own parser also adds `--trust-checkpoint`
+and runs the pip scripts' checks (`entrypoint.check_run`: inputs, weights, export formats, preflight) before
+it returns, so bad input is one `error:` line and exit 2 before anything is written; export defaults to
+ONNX opset 17 and fails (exit 2) when a requested format was not written. No module code goes into the
+clone; `undo` removes exactly those lines again.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from .errors import UserError
+
+HOOK_FILES = ("models/__init__.py", "utils/__init__.py")
+BEGIN = "# >>> yolov5-dattn clone-setup (undo: yolov5-dattn clone-setup --undo <clone>)"
+END = "# <<< yolov5-dattn"
+BLOCK = f"{BEGIN}\nimport yolov5_dattn.clone; yolov5_dattn.clone.install(__name__)  # noqa: E402,E702\n{END}\n"
+# written instead when a hook file does not end with a newline, so undo knows to take the added one away too
+BLOCK_AFTER_NO_EOL = "\n" + BLOCK.replace(BEGIN, BEGIN + " (newline added above)", 1)
+
+# a clone's entry scripts (path under its root) -> the task name of the checks (entrypoint.TASKS)
+SCRIPT_TASKS = {
+    "train.py": "train",
+    "val.py": "val",
+    "detect.py": "detect",
+    "export.py": "export",
+    "segment/train.py": "segment-train",
+    "segment/val.py": "segment-val",
+    "segment/predict.py": "segment-predict",
+}
+
+_installed: Dict[Path, bool] = {}  # clone root -> done (False while installing: the hooks import each other)
+
+
+# ---- inside the clone's processes ---------------------------------------------------------------------
+def install(package: str = "models") -> None:
+    """Run by the hook in the clone's `models/__init__.py` / `utils/__init__.py` (`package` is that
+    `__name__`): apply the compat shims to the clone's modules and register our modules into its
+    parse_model. Idempotent; a hook that runs while the other one is installing returns at once."""
+    from . import checkpoints, compat, registry, summary
+
+    root = Path(sys.modules[package].__file__).resolve().parent.parent
+    if root in _installed:
+        return
+    _installed[root] = False
+    try:
+        host = compat.Host.clone(root)
+        compat.apply(host)
+        yolo = host.module("models.yolo")
+        registry.register(yolo)
+        summary.install(yolo, host.module("utils.torch_utils"))
+        checkpoints.allow_model_modules(host.module("models.common"), host.module("models.experimental"), yolo)
+        _one_line_user_errors()
+        task = script_task(root)
+        if task is not None:
+            _check_at_first_parse(host, task)
+    except BaseException:
+        del _installed[root]
+        raise
+    _installed[root] = True
+
+
+def script_task(root: Path) -> Optional[str]:
+    """The task ('train', 'segment-predict', ...) of the clone entry script running as `__main__`, if the
+    process runs one of the clone in `root`; None otherwise (hubconf.py, a user's own script, pytest)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return None
+    try:
+        return SCRIPT_TASKS.get(Path(path).resolve().relative_to(root).as_posix())
+    except ValueError:
+        return None
+
+
+def _called_from_script_parse_opt() -> bool:
+    """Whether the running script's own `parse_opt` is on the stack (not some other parser in the process)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "parse_opt" and frame.f_globals.get("__name__") == "__main__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _check_at_first_parse(host, task: str) -> None:
+    """Make the first parse by the running script's `parse_opt` add our flags, then run the pip scripts'
+    checks (`entrypoint.check_run`) on the result before returning it. The script's module is not complete
+    when the hook runs (it is importing models/utils), so this is the first point where its options exist.
+    Bad input: `error: <one line>` on stderr and exit 2, before the script creates its run folder."""
+    real = argparse.ArgumentParser.parse_known_args
+    if getattr(real, "_yolov5_dattn_clone", False):
+        return
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not _called_from_script_parse_opt():
+            return real(self, args, namespace)
+        argparse.ArgumentParser.parse_known_args = real  # once per process
+        from . import entrypoint
+        from .deploy import DEFAULT_OPSET
+        entrypoint.add_our_flags(self, task, pip_defaults=False)
+        if task == "export" and (self.get_default("opset") or DEFAULT_OPSET) < entrypoint.MIN_ONNX_OPSET:
+            self.set_defaults(opset=DEFAULT_OPSET)  # v7.0 says 12, which has no grid_sample; an explicit one is checked
+        opt, rest = real(self, args, namespace)
+        from .shipped import resolve_options
+        resolve_options(opt)  # bare shipped names (--cfg yolov5n_c3_dattn.yaml), as the pip scripts take them
+        ours = argparse.Namespace(**{k: opt.__dict__.pop(k) for k in entrypoint.OUR_FLAGS})
+        try:
+            _check(host, task, opt, ours)
+        except (UserError, AssertionError) as e:  # YOLOv5's own input asserts carry a message
+            if isinstance(e, AssertionError) and not str(e).strip():
+                raise
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if task == "export":
+            _export_fails_loudly(host)
+        return opt, rest
+
+    parse_known_args._yolov5_dattn_clone = True
+    argparse.ArgumentParser.parse_known_args = parse_known_args
+
+
+def _check(host, task: str, opt, ours) -> None:
+    """`entrypoint.check_run` with the clone's `utils.general` (its data/ and hyps, its dataset paths)."""
+    import os
+
+    from . import entrypoint
+    from .checkpoints import TRUST_ENV
+    if task in entrypoint.TRAIN_TASKS and getattr(opt, "resume", False) and not getattr(opt, "evolve", None):
+        # resume.check_resume knows the pip package's classes and scripts; the clone's trainer checks its own
+        if ours.trust_checkpoint:
+            os.environ[TRUST_ENV] = "1"
+        return
+    entrypoint.check_run(opt, task, ours, general=host.module("utils.general"))
+
+
+def _export_fails_loudly(host) -> None:
+    """The clone's export.py `main(opt)` logs a failed format and exits 0; run it through
+    `entrypoint.run_export` instead (UserError, so exit 2, and no half-written file, when a format failed)."""
+    from . import entrypoint
+    script = host.loaded("export")
+    if script is None or not callable(getattr(script, "run", None)):
+        return
+    script.main = lambda opt: entrypoint.run_export(script, opt)
+
+
+def _one_line_user_errors() -> None:
+    """A UserError that reaches the top of a clone's script prints `error: <one line>` and exits with 2
+    (as the plugin's own scripts do), not a traceback; any other exception keeps Python's handling."""
+    previous = sys.excepthook
+    if getattr(previous, "_yolov5_dattn", False):
+        return
+
+    def excepthook(kind, value, tb):
+        if not issubclass(kind, UserError):
+            return previous(kind, value, tb)
+        print(f"error: {' '.join(str(value).split())}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        import os
+        os._exit(2)  # the only way to choose the status from an excepthook
+
+    excepthook._yolov5_dattn = True
+    sys.excepthook = excepthook
+
+
+# ---- clone-setup ------------------------------------------------------------------------------------------
+def _hook_files(clone: Union[str, Path]) -> List[Path]:
+    """The clone's hook files; UserError when `clone` is not a YOLOv5 clone."""
+    clone = Path(clone)
+    if not clone.is_dir():
+        raise UserError(f"{clone}: no such folder: pass the folder of your git clone of ultralytics/yolov5")
+    missing = [name for name in ("models/yolo.py", "train.py", *HOOK_FILES) if not (clone / name).is_file()]
+    if missing:
+        raise UserError(f"{clone}: not a YOLOv5 clone (no {', '.join(missing)}): pass the folder that holds "
+                        f"train.py, models/ and utils/")
+    return [clone / name for name in HOOK_FILES]
+
+
+def is_set_up(clone: Union[str, Path]) -> Dict[str, bool]:
+    """{'models/__init__.py': True, ...}: which hook files of `clone` hold the hook."""
+    return {name: BEGIN in path.read_text(encoding="utf-8") for name, path in zip(HOOK_FILES, _hook_files(clone))}
+
+
+def setup(clone: Union[str, Path]) -> List[Path]:
+    """Append the hook to the clone's hook files that lack it. Returns the files changed (none when set up
+    already)."""
+    changed = []
+    for path in _hook_files(clone):
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+        if BEGIN in text:
+            continue
+        block = BLOCK if not text or text.endswith("\n") else BLOCK_AFTER_NO_EOL
+        newline = b"\r\n" if b"\r\n" in raw else b"\n"  # keep a Windows checkout's line endings
+        path.write_bytes(raw + block.encode("utf-8").replace(b"\n", newline))
+        changed.append(path)
+    return changed
+
+
+def undo(clone: Union[str, Path]) -> List[Path]:
+    """Remove the hook from the clone's hook files, leaving each byte-identical to before `setup`. Returns the
+    files changed. UserError when a hook was edited so that it cannot be removed exactly."""
+    changed = []
+    for path in _hook_files(clone):
+        raw = path.read_bytes()
+        if BEGIN.encode() not in raw:
+            continue
+        newline = b"\r\n" if b"\r\n" in raw else b"\n"
+        for block in (BLOCK_AFTER_NO_EOL, BLOCK):
+            encoded = block.encode("utf-8").replace(b"\n", newline)
+            if raw.count(encoded) == 1:
+                path.write_bytes(raw.replace(encoded, b""))
+                changed.append(path)
+                break
+        else:
+            raise UserError(f"{path}: the yolov5-dattn lines were edited; delete the lines from '{BEGIN[:30]}...' "
+                            f"to '{END}' by hand")
+    return changed
