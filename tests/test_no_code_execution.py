@@ -9,6 +9,8 @@ the rest show it never runs through any script, and that each script stops with 
 import copy
 import re
 import runpy
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ import yolov5_dattn  # noqa: F401,I001  first: applies the compat layer and the 
 import yolov5.models.yolo as yolo
 from yolov5_dattn import C3_DAttention, checkpoints, registry, safe_yaml
 from yolov5_dattn.entrypoint import parse
+from yolov5_dattn.errors import UserError
 
 YOLOV5_MODELS = Path(yolo.__file__).resolve().parent
 YAML_KINDS = ("activation", "module", "argument")
@@ -361,3 +364,87 @@ def test_a_parse_model_with_other_eval_calls_is_refused(tmp_path):
     import linecache
     linecache.checkcache(str(path))
     assert registry._patched_parse_model(fake)._yolov5_dattn  # the three known ones alone are rewritten
+
+
+# ---- classic pickle payloads (the sweep's 48 runs: four ways to run code, nested in model/opt/ema) --------------
+class _Reduce:
+    """Unpickling this calls `fn(*args)`."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _raw_global_pickle(marker: Path) -> bytes:
+    """A protocol-2 pickle written by hand: GLOBAL posix.system, then a call of it with a shell command."""
+    command = f"touch {marker}".encode()
+    return (b"\x80\x02cposix\nsystem\nq\x00X" + len(command).to_bytes(4, "little") + command
+            + b"q\x01\x85q\x02Rq\x03.")
+
+
+def _classic_payload(kind: str, place: str, marker: Path, path: Path) -> Path:
+    """A torch zip checkpoint at `path` whose unpickling would create `marker`, the code hidden at `place`."""
+    import os
+    import subprocess
+    if kind == "raw GLOBAL":  # a real checkpoint whose data.pkl is replaced by the hand-written pickle
+        torch.save({"model": None}, path)
+        with zipfile.ZipFile(path) as z:
+            members = {name: z.read(name) for name in z.namelist()}
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, _raw_global_pickle(marker) if name.endswith("data.pkl") else data)
+        return path
+    code = {"os.system": _Reduce(os.system, f"touch {marker}"),
+            "eval": _Reduce(eval, f"open({str(marker)!r}, 'w').close()"),
+            "subprocess.Popen": _Reduce(subprocess.Popen, ["touch", str(marker)])}[kind]
+    ckpt = {"epoch": 0, "model": None, "ema": None, "opt": {}, "optimizer": None}
+    ckpt[place] = {"nested": [code]} if place == "opt" else code
+    torch.save(ckpt, path)
+    return path
+
+
+CLASSIC_KINDS = ["os.system", "eval", "subprocess.Popen", "raw GLOBAL"]
+
+
+@pytest.mark.parametrize("place", ["model", "opt", "ema"])
+@pytest.mark.parametrize("kind", CLASSIC_KINDS)
+def test_classic_pickle_payloads_are_refused_by_the_loader(kind, place, tmp_path):
+    marker = tmp_path / "pwned"
+    path = _classic_payload(kind, place, marker, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="not on the safe allowlist") as e:
+        checkpoints.load(path, trust=False)
+    assert "\n" not in str(e.value)
+    time.sleep(0.2)  # a Popen that did start would have touched the marker by now
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", CLASSIC_KINDS)
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_no_script_runs_a_classic_pickle_payload(script, kind, demo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(checkpoints.TRUST_ENV, "0")
+    marker = tmp_path / "pwned"
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    weights = _classic_payload(kind, "model", marker, tmp_path / "run" / "weights" / "last.pt")
+    _, run = SCRIPTS[script]
+    assert run(weights, tmp_path / "runs", demo) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"checkpoint {weights}" in line or f"--resume {weights}" in line, line
+    time.sleep(0.2)
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kind", CLASSIC_KINDS)
+def test_classic_payloads_do_run_under_full_pickle(kind, tmp_path):
+    """Control: each payload above is real — a plain `torch.load(weights_only=False)` runs it."""
+    marker = tmp_path / "pwned"
+    path = _classic_payload(kind, "model", marker, tmp_path / "last.pt")
+    try:
+        torch.load(path, weights_only=False)
+    except Exception:  # what the payload returns is no checkpoint; running it was the point
+        pass
+    deadline = time.time() + 5
+    while not marker.exists() and time.time() < deadline:  # Popen runs in the background
+        time.sleep(0.05)
+    assert marker.exists()
