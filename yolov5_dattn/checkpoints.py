@@ -32,7 +32,7 @@ from typing import Any, List, Optional, Union
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_sentence
 from .safe_yaml import UnsafeModelYAML, check_model_dict
 
 TRUST_ENV = "YOLOV5_DATTN_TRUST_CHECKPOINT"
@@ -148,11 +148,10 @@ def _reason(e: BaseException) -> str:
     text = str(e)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = lines[0] if lines else type(e).__name__
-    end = line.find(". ")
-    line = line[:end + 1] if end > 0 else line
-    if not isinstance(e, (RuntimeError, pickle.UnpicklingError, OSError, EOFError)) and lines:
+    line = first_sentence(text)
+    if not line:
+        return type(e).__name__
+    if not isinstance(e, (RuntimeError, pickle.UnpicklingError, OSError, EOFError)):
         line = f"{type(e).__name__}: {line}"  # a bare KeyError / IndexError from a reader says little alone
     return line
 

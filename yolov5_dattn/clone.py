@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 HOOK_FILES = ("models/__init__.py", "utils/__init__.py")
 BEGIN = "# >>> yolov5-dattn clone-setup (undo: yolov5-dattn clone-setup --undo <clone>)"
@@ -124,7 +124,7 @@ def _check_at_first_parse(host, task: str) -> None:
         except (UserError, AssertionError) as e:  # YOLOv5's own input asserts carry a message
             if isinstance(e, AssertionError) and not str(e).strip():
                 raise
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2) from None
         if task == "export":
             _export_fails_loudly(host)
@@ -168,7 +168,7 @@ def _one_line_user_errors() -> None:
     def excepthook(kind, value, tb):
         if not issubclass(kind, UserError):
             return previous(kind, value, tb)
-        print(f"error: {' '.join(str(value).split())}", file=sys.stderr)
+        print(f"error: {one_line(value)}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         import os

@@ -101,12 +101,18 @@ def check_formats(opt, include: Sequence[str], has_dattention: bool) -> None:
             raise UserError(reason)
 
 
+def format_suffix(fmt: str) -> str:
+    """The file suffix (or folder ending) YOLOv5 gives an export format: 'onnx' -> '.onnx', 'openvino' ->
+    '_openvino_model'."""
+    from yolov5.export import export_formats
+    table = export_formats()
+    return table.loc[table["Argument"] == fmt, "Suffix"].iloc[0]
+
+
 def output_path(weights, fmt: str) -> Path:
     """Where YOLOv5 writes format `fmt` for `weights`: 'best.pt', 'onnx' -> best.onnx; 'openvino' ->
     best_openvino_model (a folder)."""
-    from yolov5.export import export_formats
-    table = export_formats()
-    suffix = table.loc[table["Argument"] == fmt, "Suffix"].iloc[0]
+    suffix = format_suffix(fmt)
     weights = Path(weights)
     return weights.with_suffix(suffix) if suffix.startswith(".") else weights.with_name(weights.stem + suffix)
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 # task -> YOLOv5 module whose parse_opt/main we run
 TASKS: Dict[str, str] = {
@@ -156,7 +156,7 @@ def check_weights(opt, task: str):
             models.append(check_model_checkpoint(path))
         elif task not in TRAIN_TASKS:
             check_weights_format(path, opt, task)
-        elif not path.is_file() or path.suffix != ".pt":
+        else:
             raise UserError(f"{flag} {w}: training starts from a PyTorch checkpoint (.pt file): pass one, or "
                             f"--weights '' with --cfg to train from scratch")
     return models
@@ -256,16 +256,10 @@ def run_export(module, opt) -> None:
                             f"(see the 'export failure' line above)")
 
 
-def _suffix(fmt: str) -> str:
-    """The file suffix (or folder ending) YOLOv5 gives an export format, e.g. 'onnx' -> '.onnx'."""
-    from yolov5.export import export_formats
-    table = export_formats()
-    return table.loc[table["Argument"] == fmt, "Suffix"].iloc[0]
-
-
 def _is_format(path: str, fmt: str) -> bool:
+    from .deploy import format_suffix
     path = str(path).rstrip("/" + os.sep)  # folder formats come back as 'best_openvino_model/'
-    return path.endswith(_suffix(fmt)) and Path(path).exists()
+    return path.endswith(format_suffix(fmt)) and Path(path).exists()
 
 
 def execute(task: str, opt, callbacks=None) -> None:
@@ -308,11 +302,6 @@ def check_run(opt, task: str, ours, general=None) -> None:
     preflight(opt, task, models=models)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return " ".join(text.split())
-
-
 def main(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None, callbacks=None) -> int:
     """Run `task` ('train', 'val', 'detect', 'export', 'segment-train', 'segment-val',
     'segment-predict') with command-line `argv` (default sys.argv[1:]).
@@ -338,12 +327,12 @@ def main(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = 
             LOGGER.info(line)
         execute(task, opt, callbacks)
     except UserError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except AssertionError as e:  # YOLOv5 reports bad input with assert <condition>, '<message>'
         if not str(e).strip():
             raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     finally:
         if trust_before is None:

@@ -6,3 +6,18 @@ class UserError(Exception):
 
     The message must name the flag or file at fault and what to do about it.
     """
+
+
+def first_sentence(text: object) -> str:
+    """The first non-blank line of `text`, up to its first sentence end (never cut inside a word); '' if none.
+
+    For quoting a library's error in a one-line message: their first sentence says what went wrong."""
+    line = next((s.strip() for s in str(text).splitlines() if s.strip()), "")
+    end = line.find(". ")
+    return line[:end + 1] if end > 0 else line
+
+
+def one_line(e: BaseException) -> str:
+    """`e`'s message on one line (whitespace runs, newlines included, become one space), else its type name:
+    what follows `error: ` when an entry point refuses bad input."""
+    return " ".join(str(e).split()) or type(e).__name__

@@ -23,11 +23,10 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .errors import UserError
+from .errors import UserError, first_sentence
+from .preflight import TRAIN_TASKS
+from .quiet import quiet_yolov5
 
-TRAIN_TASKS = ("train", "segment-train")
-VAL_TASKS = ("val", "segment-val")
-PREDICT_TASKS = ("detect", "segment-predict")
 MODEL_DIR_SUFFIXES = ("_openvino_model", "_saved_model", "_paddle_model", "_web_model")
 
 
@@ -79,13 +78,6 @@ def check_project(opt, task: str) -> None:
 
 
 # ---- weights other than .pt ------------------------------------------------------------------------------
-def _first_sentence(text: str) -> str:
-    """The first line of `text`, up to its first sentence end (never cut inside a word)."""
-    line = next((s.strip() for s in str(text).splitlines() if s.strip()), "")
-    end = line.find(". ")
-    return line[:end + 1] if end > 0 else line
-
-
 def literal_names(text: str, source: str):
     """Class names stored as text in an exported model's metadata ("{0: 'person', ...}"), read as a
     Python literal (never evaluated). Returns a dict or list; UserError naming `source` otherwise."""
@@ -120,7 +112,7 @@ def _check_onnx(path: Path, opt, task: str) -> None:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise UserError(f"--weights {path} is not a valid ONNX model ({_first_sentence(e)}): pass a file "
+        raise UserError(f"--weights {path} is not a valid ONNX model ({first_sentence(e)}): pass a file "
                         f"written by scripts/export.py --include onnx") from None
     meta = session.get_modelmeta().custom_metadata_map
     if "names" in meta:
@@ -145,7 +137,7 @@ def _check_torchscript(path: Path) -> None:
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice: YOLOv5 prints it anyway
             torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
     except Exception as e:
-        raise UserError(f"--weights {path} is not a TorchScript model ({_first_sentence(e)}): pass a file "
+        raise UserError(f"--weights {path} is not a TorchScript model ({first_sentence(e)}): pass a file "
                         f"written by scripts/export.py --include torchscript") from None
     if extra["config.txt"]:
         try:
@@ -196,15 +188,9 @@ def check_data_yaml(data: str) -> None:
 
 @contextlib.contextmanager
 def _silent():
-    """No progress bars or INFO lines from a scan whose findings YOLOv5 reports itself later."""
-    logger = logging.getLogger("yolov5")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    """No progress bars or INFO/WARNING lines from a scan whose findings YOLOv5 reports itself later."""
+    with quiet_yolov5(logging.ERROR), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _image_files(path) -> List[str]:
@@ -269,7 +255,7 @@ def _scan_split(data_yaml: str, split: str, path, nc: int, single_cls: bool, wor
                 raise UserError(f"--data {data_yaml}: none of the {len(files)} {split} images at {where} can be "
                                 f"used (e.g. {reason}): fix or replace them")
         reason = "no images" if dataset is not None else \
-            _first_sentence(str(error).split("Error loading data from", 1)[-1].split(": ", 1)[-1])
+            first_sentence(str(error).split("Error loading data from", 1)[-1].split(": ", 1)[-1])
         raise UserError(f"--data {data_yaml}: {split} images at {where} cannot be loaded ({reason}): fix "
                         f"path:/{split}: in the YAML")
     if not single_cls:

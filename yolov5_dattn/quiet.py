@@ -5,12 +5,13 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def quiet_yolov5() -> Iterator[None]:
-    """Silence YOLOv5's INFO logging (the layer table printed by every model build) within the block."""
+def quiet_yolov5(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence YOLOv5's logging below `level` (by default its INFO: the layer table printed by every model
+    build) within the block."""
     logger = logging.getLogger("yolov5")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 IMG_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VID_SUFFIXES = {".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".wmv"}
@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "scripts/visualize_at
         model, layers = load_model(opt)
         run(opt, model, layers, kind, sources, query)
     except UserError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
