@@ -21,7 +21,7 @@ For each case (level P5/P4/P3 × batch × forward / forward+backward):
                        process: there every large tensor costs a fresh mmap and its page faults, ~0.12 s per
                        P3 image forward+backward of the fused module, which training with the default
                        allocator does not pay (its JSON keeps that latency as `memory_run_median_s`);
-    % of peak          FLOPs (yolov5_dattn.flops.flop_counter, backward included) / median latency, over the
+    % of peak          FLOPs (yolov5_dattn.analysis.flops.flop_counter, backward included) / median latency, over the
                        machine's fp32 (or --dtype) matmul peak measured in the same process just before and
                        after the timed calls (the better of the two): on a shared machine the peak itself moves
                        by ±20% from minute to minute, so a peak measured once would skew every fraction.
@@ -35,14 +35,12 @@ Reference cases whose score matrices would not fit in --max-gb are skipped and s
     python scripts/benchmark_attention.py --train-step configs/yolov5s_c3_dattn_p3p4p5.yaml --imgsz 640 --batch 16
 """
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,19 +99,13 @@ def _reset_high_water_mark() -> int:
 
 
 def _import_attention_modules():
-    """DAttention and the reference without the package __init__, which imports YOLOv5 (~7 s per process);
-    the attention itself needs only torch and einops."""
-    if "yolov5_dattn" not in sys.modules:
-        spec = importlib.util.find_spec("yolov5_dattn")
-        if spec is None:
-            sys.path.insert(0, str(ROOT))
-            spec = importlib.util.find_spec("yolov5_dattn")
-        package = types.ModuleType("yolov5_dattn")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["yolov5_dattn"] = package
-    from yolov5_dattn.dattention import DAttention
-    sys.path.insert(0, str(ROOT / "tests"))
-    from reference_dattention import ReferenceDAttention
+    """DAttention and the reference from the math layer, which needs only torch and einops (no YOLOv5 import)."""
+    try:
+        import yolov5_dattn.nn  # noqa: F401
+    except ImportError:  # a checkout that is not installed
+        sys.path.insert(0, str(ROOT))
+    from yolov5_dattn.nn.dattention import DAttention
+    from yolov5_dattn.nn.reference import ReferenceDAttention
     return DAttention, ReferenceDAttention
 
 
@@ -147,7 +139,7 @@ def measure_case(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     DAttention, ReferenceDAttention = _import_attention_modules()
-    from yolov5_dattn.flops import flop_counter  # torch's counter with our SDPA formulas (not in every release)
+    from yolov5_dattn.analysis.flops import flop_counter  # torch's counter with our SDPA formulas (not in every release)
     device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
     C, side, B = spec["channels"], spec["side"], spec["batch"]
     impls = spec["impls"] if spec["measure"] == "time" else [spec["impl"]]

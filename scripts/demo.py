@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The demo: synthetic data, train, val, detect, compare (`yolov5-dattn demo`; the logic is in
-`yolov5_dattn/commands/demo.py`).
+`yolov5_dattn/cli/demo.py`).
 
     python scripts/demo.py            # or: make demo
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from yolov5_dattn.commands.demo import main, parse_args, parse_map50  # noqa: E402,F401
+from yolov5_dattn.cli.demo import main, parse_args, parse_map50  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -62,7 +62,7 @@ def demo(tmp_path_factory) -> dict:
 
 def run_task(task: str, *args: str, callbacks=None) -> int:
     """Run a script's task in this process (as `scripts/<task>.py args`); returns its exit status."""
-    from yolov5_dattn.entrypoint import main
+    from yolov5_dattn.yolov5.entrypoint import main
     return main(task, [str(a) for a in args], callbacks=callbacks)
 
 

@@ -1,11 +1,11 @@
-"""Which attention kernel DAttention chose: a spy on `yolov5_dattn.dattention.select_kernel`.
+"""Which attention kernel DAttention chose: a spy on `yolov5_dattn.nn.dattention.select_kernel`.
 
 Tests assert on our own decision, never on the aten op that PyTorch's SDPA dispatches to (that op differs
 between torch releases)."""
 import contextlib
 from typing import Iterator, List
 
-from yolov5_dattn import dattention
+from yolov5_dattn.nn import dattention
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ from yolov5_dattn import atomic
 # test-only hook at the byte-writing seam that SIGKILLs the process once half the new checkpoint is written
 KILL_CHILD = """
 import os, signal, sys, torch
-from yolov5_dattn import compat, atomic
+from yolov5_dattn.yolov5 import compat
+from yolov5_dattn import atomic
 compat.apply_entrypoints()
 import yolov5.train
 write_all, written = atomic._write_all, [0]

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import DET_CFG, IMGSZ, run_script, run_task
 import yolov5_dattn  # noqa: F401,I001  first: applies the compat layer
-from yolov5_dattn import checkpoints, input_checks
+from yolov5_dattn.yolov5 import checkpoints, input_checks
 
 DEVICE = ["--device", "cpu"]
 TRAIN = ["--imgsz", str(IMGSZ), "--batch-size", "4", "--device", "cpu", "--workers", "0", "--epochs", "1"]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from yolov5_dattn import cpu_attention
+from yolov5_dattn.nn import cpu_attention
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_attention.py"
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import DET_CFG, REPO, run_script, run_task
-from yolov5_dattn import checkpoints
+from yolov5_dattn.yolov5 import checkpoints
 from yolov5_dattn.errors import UserError
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from conftest import DET_CFG, IMGSZ, NETGUARD, REPO
 
-from yolov5_dattn import clone as clone_setup
+from yolov5_dattn.yolov5 import clone as clone_setup
 from yolov5_dattn.errors import UserError
 
 SNAPSHOTS = REPO.parent / "shared" / "yolov5-clones"
@@ -97,7 +97,7 @@ def test_clone_train_detect_val_offline(clone, demo, tmp_path):
                          "--name", "train")
     out = train.stdout + train.stderr
     assert train.returncode == 0, out[-4000:]
-    assert "yolov5_dattn.blocks.C3_DAttention" in out  # built by the clone's own parse_model
+    assert "yolov5_dattn.yolov5.blocks.C3_DAttention" in out  # built by the clone's own parse_model
     # the summary counts at the run's size, attention included (YOLOv5's own would say 640 and miss it)
     assert f"GFLOPs at {IMGSZ}x{IMGSZ} (incl." in out and "GFLOPs of attention matmuls that thop misses" in out
     run = project / "train"
@@ -106,7 +106,7 @@ def test_clone_train_detect_val_offline(clone, demo, tmp_path):
     best = run / "weights" / "best.pt"
     names = torch.serialization.get_unsafe_globals_in_checkpoint(str(best))  # read, not unpickled
     assert "models.yolo.DetectionModel" in names  # the clone's classes, not yolov5.models.yolo
-    assert "yolov5_dattn.blocks.C3_DAttention" in names
+    assert "yolov5_dattn.yolov5.blocks.C3_DAttention" in names
 
     det = run_in_clone(root, env, log, "detect.py", "--weights", best, "--source", demo["val_images"], *FLAGS,
                        "--project", project, "--name", "det")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from yolov5_dattn.comparison import compare, default_baseline, parse_device, resolve_cfg, yolov5_models_dir
+from yolov5_dattn.analysis.comparison import compare, default_baseline, parse_device, resolve_cfg, yolov5_models_dir
 from yolov5_dattn.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import DET_CFG, REPO
-from yolov5_dattn import compat
+from yolov5_dattn.yolov5 import compat
 from yolov5_dattn.errors import UserError
 
 compat.apply_entrypoints()

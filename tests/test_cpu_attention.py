@@ -1,4 +1,4 @@
-"""Our CPU attention kernel (yolov5_dattn/cpu_attention.py): exact against a float64 softmax attention,
+"""Our CPU attention kernel (yolov5_dattn/nn/cpu_attention.py): exact against a float64 softmax attention,
 forward and backward, at ragged sizes and strided inputs; chosen by DAttention exactly where it applies and
 matching the einsum reference there; built once and cached; and PyTorch's kernel when it cannot be built."""
 import logging
@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from kernel_choice import chosen_kernels
-from reference_dattention import ReferenceDAttention
-from yolov5_dattn import DAttention, cpu_attention, dattention
-from yolov5_dattn.flops import flop_counter
+from yolov5_dattn.nn.reference import ReferenceDAttention
+from yolov5_dattn import DAttention
+from yolov5_dattn.nn import cpu_attention, dattention
+from yolov5_dattn.analysis.flops import flop_counter
 
 OUR_OP = "yolov5_dattn.attention_cpu"
 # the kernel is built with the system C++ compiler; where there is none, DAttention runs SDPA (tested below)

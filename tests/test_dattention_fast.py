@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernel_choice import chosen_kernels
-from reference_dattention import ReferenceDAttention
+from yolov5_dattn.nn.reference import ReferenceDAttention
 from test_modules import VARIANTS as MODULE_VARIANTS
 from yolov5_dattn import DAttention
 

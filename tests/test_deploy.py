@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import DET_CFG, run_task
-from yolov5_dattn.deploy import import_openvino
+from yolov5_dattn.yolov5.deploy import import_openvino
 
 EXPORT_IMGSZ = 160
 SHAPES = [(b, h, w) for b in (1, 2) for h, w in ((160, 160), (224, 288), (320, 320))]
@@ -207,7 +207,7 @@ def test_formats_that_work_here_are_not_refused():
     """The other side of the parametrised refusal test: these three are exported by the tests above."""
     from argparse import Namespace
 
-    from yolov5_dattn.deploy import refusal
+    from yolov5_dattn.yolov5.deploy import refusal
     for fmt in WORK_HERE:
         assert refusal(fmt, Namespace(device="cpu"), has_dattention=True) is None
 
@@ -216,7 +216,7 @@ def test_export_run_defaults_to_opset_17(checkpoint, tmp_path):
     """yolov5's export.run() says opset 12 (no grid_sample); through our shims it is 17 unless told."""
     from yolov5 import export
 
-    from yolov5_dattn import compat
+    from yolov5_dattn.yolov5 import compat
     compat.apply_entrypoints()
     weights = _copy(checkpoint, tmp_path)
     written = export.run(weights=str(weights), include=["onnx"], imgsz=[64], device="cpu")
@@ -231,7 +231,7 @@ def test_tensorrt_onnx_step_uses_the_runs_opset(monkeypatch, tmp_path):
 
     from yolov5 import export
 
-    from yolov5_dattn import compat
+    from yolov5_dattn.yolov5 import compat
     compat.apply_entrypoints()
     asked = []
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
@@ -244,7 +244,7 @@ def test_tensorrt_onnx_step_uses_the_runs_opset(monkeypatch, tmp_path):
 
 def test_failed_openvino_export_leaves_nothing(checkpoint, tmp_path, capsys, monkeypatch):
     """A conversion that fails: rc 2, one error line, neither the folder nor the intermediate .onnx left."""
-    from yolov5_dattn import deploy
+    from yolov5_dattn.yolov5 import deploy
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated conversion failure")

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolov5_dattn import DAttention
-from yolov5_dattn.flops import (FLOP_FORMULAS, count_flops, dattention_matmul_flops, flop_counter,
+from yolov5_dattn.analysis.flops import (FLOP_FORMULAS, count_flops, dattention_matmul_flops, flop_counter,
                                 sdpa_backward_flops, sdpa_flops)
-from yolov5_dattn.profiling import build_model
+from yolov5_dattn.analysis.profiling import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 aten = torch.ops.aten
@@ -176,7 +176,7 @@ def _summary_gflops(lines):
 def test_summary_is_patched_in_yolov5():
     import yolov5.models.yolo
     import yolov5.utils.torch_utils
-    from yolov5_dattn import summary
+    from yolov5_dattn.yolov5 import summary
     assert yolov5.models.yolo.model_info is summary.model_info
     assert yolov5.utils.torch_utils.model_info is summary.model_info
 
@@ -205,7 +205,7 @@ def test_summary_uses_the_training_imgsz(summary_lines):
     # YOLOv5's own models report what YOLOv5 always did (its thop figure), at the size in use
     import yolov5
     base = build_model(str(Path(yolov5.__file__).parent / "models" / "yolov5n.yaml"))
-    from yolov5_dattn.summary import summary_imgsz
+    from yolov5_dattn.yolov5.summary import summary_imgsz
     with summary_imgsz(640):
         base.info()
     gflops, size, line = _summary_gflops(summary_lines)

@@ -11,7 +11,7 @@ from torch import nn
 import yolov5_dattn  # noqa: I001  first: applies the compat layer
 import yolov5.models.yolo as yolo
 from yolov5_dattn import C3_DAttention, register, register_module
-from yolov5_dattn.registry import UnsupportedYOLOv5
+from yolov5_dattn.yolov5.registry import UnsupportedYOLOv5
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_unknown_parse_model_shape_is_refused():
     exec("def parse_model(d, ch):\n    return d\n", vars(fake))
     fake.__file__ = "<fake>"
     with pytest.raises(UnsupportedYOLOv5, match="yolov5"):
-        yolov5_dattn.registry._patched_parse_model(fake)
+        yolov5_dattn.yolov5.registry._patched_parse_model(fake)
 
 
 def test_flat_models_import_is_the_same_module():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from yolov5_dattn import cpu_attention
+from yolov5_dattn.nn import cpu_attention
 
 needs_kernel = pytest.mark.skipif(cpu_attention._compiler() is None, reason="no C++ compiler to build the kernel")
 

@@ -21,8 +21,9 @@ from torch import nn
 from conftest import DET_CFG, IMGSZ, REPO, SEG_CFG, TRAIN_FLAGS, run_script, run_task
 import yolov5_dattn  # noqa: F401,I001  first: applies the compat layer and the parse_model hook
 import yolov5.models.yolo as yolo
-from yolov5_dattn import C3_DAttention, checkpoints, registry, safe_yaml
-from yolov5_dattn.entrypoint import parse
+from yolov5_dattn import C3_DAttention
+from yolov5_dattn.yolov5 import checkpoints, registry, safe_yaml
+from yolov5_dattn.yolov5.entrypoint import parse
 from yolov5_dattn.errors import UserError
 
 YOLOV5_MODELS = Path(yolo.__file__).resolve().parent

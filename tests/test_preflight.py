@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from yolov5_dattn import fmap, square_inputs
+from yolov5_dattn.yolov5 import fmap, square_inputs
 from yolov5_dattn.errors import UserError
-from yolov5_dattn.preflight import build_from_cfg, preflight
+from yolov5_dattn.yolov5.preflight import build_from_cfg, preflight
 
 REPO = Path(__file__).resolve().parents[1]
 DET_CFG = REPO / "configs" / "yolov5n_c3_dattn.yaml"
@@ -197,7 +197,7 @@ def test_missing_key_and_bad_yaml(tmp_path):
 
 def test_relative_data_path_is_resolved_against_the_yaml(demo, tmp_path):
     from yolov5.utils import general
-    from yolov5_dattn import data_yaml
+    from yolov5_dattn.yolov5 import data_yaml
     data_yaml.install()
     conf = tmp_path / "configs"
     conf.mkdir()
@@ -214,7 +214,7 @@ def test_relative_data_path_is_resolved_against_the_yaml(demo, tmp_path):
 
 # ---- through the scripts: before any work, one line, exit 2, nothing written -----------------------
 def test_scripts_refuse_before_any_work(fixed_cfg, demo, tmp_path, capsys):
-    from yolov5_dattn.entrypoint import main
+    from yolov5_dattn.yolov5.entrypoint import main
     project = tmp_path / "runs"
     common = ["--data", str(demo["det_yaml"]), "--epochs", "1", "--device", "cpu", "--project", str(project)]
     assert main("train", ["--cfg", str(fixed_cfg), "--imgsz", "128", *common]) == 2

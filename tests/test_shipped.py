@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, TRAIN_FLAGS, run_task
 from yolov5_dattn import cli, shipped
-from yolov5_dattn.data_yaml import resolve_path
+from yolov5_dattn.yolov5.data_yaml import resolve_path
 
 CONFIGS = REPO / "yolov5_dattn" / "configs"
 
@@ -86,7 +86,7 @@ def test_checkout_data_yaml_is_relative_to_the_link_not_the_package(tmp_path, mo
 
 
 def test_runner_takes_bare_names_and_names_a_missing_hyp(demo, tmp_path, monkeypatch, capsys):
-    from yolov5_dattn import entrypoint
+    from yolov5_dattn.yolov5 import entrypoint
     monkeypatch.chdir(tmp_path)
     opt, _ = entrypoint.parse("train", ["--cfg", "yolov5n_c3_dattn.yaml", "--hyp", "hyp.demo.yaml",
                                         "--data", "demo_shapes.yaml"])

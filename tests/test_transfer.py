@@ -48,7 +48,7 @@ def runs(demo, tmp_path_factory) -> dict:
     import yolov5.train
     from yolov5.utils.general import LOGGER
 
-    from yolov5_dattn import transfer
+    from yolov5_dattn.yolov5 import transfer
 
     project = tmp_path_factory.mktemp("transfer") / "runs"
     baseline_cfg = Path(yolov5.train.__file__).parent / "models" / "yolov5n.yaml"
@@ -82,7 +82,7 @@ def runs(demo, tmp_path_factory) -> dict:
 
 
 def state_dict(path):
-    from yolov5_dattn.checkpoints import load
+    from yolov5_dattn.yolov5.checkpoints import load
     ckpt = load(path, map_location="cpu")
     return (ckpt.get("ema") or ckpt["model"]).float().state_dict()
 

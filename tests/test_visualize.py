@@ -46,8 +46,8 @@ def module_positions(weights: Path, img: np.ndarray):
     """The DAttention's own recorded positions and attention for `img`, letterboxed as YOLOv5 does."""
     from yolov5.utils.augmentations import letterbox
 
-    from yolov5_dattn.checkpoints import check_model_checkpoint
-    from yolov5_dattn.dattention import DAttention
+    from yolov5_dattn.yolov5.checkpoints import check_model_checkpoint
+    from yolov5_dattn.nn.dattention import DAttention
     model = check_model_checkpoint(weights).float().eval()
     (m,) = [m for m in model.modules() if isinstance(m, DAttention)]
     padded, _, _ = letterbox(img, IMGSZ, auto=False)
@@ -109,7 +109,7 @@ def test_json_points_are_the_module_positions(weights, visualize, image, tmp_pat
     points = cv2.imread(str(out / "crop_layer0_points.png"))
     query = cv2.imread(str(out / "crop_layer0_query.png"))
     assert points.shape == query.shape == (H * DRAW, W * DRAW, 3)
-    from yolov5_dattn.attention_viz import GROUP_COLOURS
+    from yolov5_dattn.analysis.attention_viz import GROUP_COLOURS
     last = layer["groups"][-1]
     drawn_at = [(round((x + 0.5) * DRAW - 0.5), round((y + 0.5) * DRAW - 0.5)) for x, y in last["sampling"]]
     hits = [tuple(points[y, x]) == GROUP_COLOURS[last["group"]]

@@ -72,7 +72,7 @@ def test_wheel_carries_the_configs_and_the_command(installed):
                     "yolov5s_c3_dattn_p3p4p5.yaml", "segment/yolov5n-seg_c3_dattn.yaml", "demo_shapes.yaml",
                     "segment/demo_shapes-seg.yaml", "hyp.demo.yaml"):
         assert f"yolov5_dattn/configs/{shipped}" in names
-    assert "yolov5_dattn/__main__.py" in names and "yolov5_dattn/commands/demo.py" in names
+    assert "yolov5_dattn/__main__.py" in names and "yolov5_dattn/cli/demo.py" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "yolov5-dattn = yolov5_dattn.cli:main" in zipfile.ZipFile(installed["wheel"]).read(entry_points).decode()
     assert installed["cli"].is_file()

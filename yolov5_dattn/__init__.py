@@ -3,14 +3,14 @@
 Importing the package applies the compatibility layer and registers `DAttention`,
 `Bottleneck_DAttention` and `C3_DAttention` into YOLOv5's `parse_model`.
 """
-from . import compat
+from yolov5_dattn.yolov5 import compat
 
 compat.apply_before_import()
 
-from .blocks import Bottleneck_DAttention, C3_DAttention, dattention_kwargs  # noqa: E402
-from .dattention import DAttention  # noqa: E402
-from .layernorm import LayerNormProxy  # noqa: E402
-from .registry import UnsupportedYOLOv5, register, register_module  # noqa: E402
+from yolov5_dattn.yolov5.blocks import Bottleneck_DAttention, C3_DAttention, dattention_kwargs  # noqa: E402
+from yolov5_dattn.nn.dattention import DAttention  # noqa: E402
+from yolov5_dattn.nn.layernorm import LayerNormProxy  # noqa: E402
+from yolov5_dattn.yolov5.registry import UnsupportedYOLOv5, register, register_module  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormProxy", "dattention_kwargs",
@@ -18,5 +18,5 @@ __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormPro
 
 compat.apply()
 register()
-from . import summary; summary.install()  # noqa: E402,E702  model.info(): GFLOPs at the run's imgsz, attention included
-from . import shipped; shipped.install()  # noqa: E402,E702  Model("yolov5n_c3_dattn.yaml"): the shipped configs by name
+from yolov5_dattn.yolov5 import summary; summary.install()  # noqa: E402,E702  model.info(): GFLOPs at the run's imgsz, attention included
+from yolov5_dattn import shipped; shipped.install()  # noqa: E402,E702  Model("yolov5n_c3_dattn.yaml"): the shipped configs by name

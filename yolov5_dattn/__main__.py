@@ -1,7 +1,7 @@
 """`python -m yolov5_dattn ...` is the `yolov5-dattn` command (see `yolov5_dattn.cli`)."""
 import sys
 
-from .cli import main
+from yolov5_dattn.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 import torch
 
-from .errors import UserError
+from yolov5_dattn.errors import UserError
 
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 

@@ -5,7 +5,7 @@
 2. parse the command line with YOLOv5's own parser for the task (its `parse_opt`), to which we add our
    few flags (`--trust-checkpoint`), so `--help` lists both and every YOLOv5 flag keeps its meaning;
 3. check the files the run needs (weights, checkpoints, data, cfg, source) and call
-   `yolov5_dattn.preflight.preflight(opt, task)`, all before anything is written;
+   `yolov5_dattn.yolov5.preflight.preflight(opt, task)`, all before anything is written;
 4. call the package's own `main`/`run` (outputs land where YOLOv5 puts them: runs/train/exp…).
 A `UserError` (or one of YOLOv5's own input assertions) becomes `error: <one line>` and exit status 2.
 """
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .errors import UserError, one_line
+from yolov5_dattn.errors import UserError, one_line
 
 # task -> YOLOv5 module whose parse_opt/main we run
 TASKS: Dict[str, str] = {
@@ -71,7 +71,7 @@ def parsing(argv: Sequence[str], prog: str, extend: Callable[[argparse.ArgumentP
         opt, rest = real(self, list(argv) if args is None else args, namespace)
         # bare shipped names (--cfg yolov5l_c3_dattn.yaml) -> their paths here, not in check_inputs:
         # some parse_opt check --data themselves (val: check_yaml) before returning
-        from .shipped import resolve_options
+        from yolov5_dattn.shipped import resolve_options
         resolve_options(opt)
         return opt, rest
 
@@ -221,7 +221,7 @@ def export_formats_requested(opt) -> List[str]:
 def check_export(opt, models) -> None:
     """ONNX export of DAttention needs opset >= 16 (grid_sample); every --include format must be able to run
     here (`deploy.check_formats`: its tools installed, nothing installed at run time)."""
-    from .dattention import DAttention
+    from yolov5_dattn.nn.dattention import DAttention
     from .deploy import check_formats
     include = export_formats_requested(opt)
     has_dattention = any(isinstance(m, DAttention) for model in models for m in model.modules())

@@ -20,7 +20,7 @@ def resolve_path(data_yaml: Union[str, Path], data: dict) -> dict:
     that, with links resolved. A YAML shipped in the package reads its `path:` as in a checkout run from the
     current folder (./configs/<yaml>), so `../demo/data/det` is ./demo/data/det, where the demo writes its data.
     """
-    from .shipped import relative
+    from yolov5_dattn.shipped import relative
     path = data.get("path")
     if path and not Path(str(path)).is_absolute():
         anchors = [Path(os.path.abspath(data_yaml)).parent, Path(data_yaml).resolve().parent]
@@ -38,7 +38,7 @@ def resolve_path(data_yaml: Union[str, Path], data: dict) -> dict:
 
 def _require_val(data_yaml, data: dict) -> None:
     """UserError naming the YAML when its val images are missing (YOLOv5 would try to download them)."""
-    from .errors import UserError
+    from yolov5_dattn.errors import UserError
     val = data.get("val")
     for v in (val if isinstance(val, (list, tuple)) else [val]):
         if v and not (Path(data["path"]) / str(v)).exists():

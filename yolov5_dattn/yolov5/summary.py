@@ -3,7 +3,7 @@
 YOLOv5's `model_info` runs thop on a 32-px probe and scales the result by (imgsz/32)². For our models
 that is wrong twice: thop cannot see the attention's matmuls, and attention cost grows with the square
 of the feature map (HW · Ns), not linearly with the pixel count. We replace it with a count at the real
-size (thop convention + the FLOPs thop misses, see `yolov5_dattn.flops`), on a weightless meta copy.
+size (thop convention + the FLOPs thop misses, see `yolov5_dattn.analysis.flops`), on a weightless meta copy.
 
 Which size? `DetectionModel.__init__` and `fuse()` call `info()` with YOLOv5's default 640 and nothing
 else, yet the size is known a few frames up: `opt.imgsz` in `train()`, the `imgsz` argument of
@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator, List, Optional
 
-from .flops import ImgSize, count_flops, image_shape
+from yolov5_dattn.analysis.flops import ImgSize, count_flops, image_shape
 
 _forced: List[ImgSize] = []  # stack of sizes set by `summary_imgsz`
 _MAX_FRAMES = 16  # train() -> Model() -> DetectionModel.__init__ -> info -> model_info is 5 deep

@@ -2,7 +2,7 @@
 
 YOLOv5's `parse_model` passes three kinds of YAML strings to `eval()`: the `activation`, each layer's
 module name and each string argument. A model dict comes from `--cfg` or from a checkpoint's
-`model.yaml` (plain data anyone can write), so the hooked parse_model (`yolov5_dattn.registry`) resolves
+`model.yaml` (plain data anyone can write), so the hooked parse_model (`yolov5_dattn.yolov5.registry`) resolves
 them here instead, and nothing in them is ever run:
 
 - module: the name of an nn.Module class in the hooked yolo module's namespace (YOLOv5's classes from
@@ -25,7 +25,7 @@ from typing import Any, Callable, Collection, Dict, Optional
 
 from torch import nn
 
-from .errors import UserError
+from yolov5_dattn.errors import UserError
 
 HINT_ARG = "arguments may be literals (numbers, strings, lists, True/False/None), nc or anchors"
 HINT_MODULE = "use a YOLOv5 module name (Conv, C3, ...), nn.<Module> or a registered one (C3_DAttention)"

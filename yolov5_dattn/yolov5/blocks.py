@@ -5,7 +5,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import nn
 from yolov5.models.common import C3, Bottleneck
 
-from .dattention import DAttention
+from yolov5_dattn.nn.dattention import DAttention
 
 FmapSize = Union[Sequence[int], Mapping[str, Any], Sequence[Any]]
 

@@ -44,8 +44,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     opt = parse_args(argv, prog)
     import torch
 
-    from ..comparison import compare, format_table
-    from ..errors import UserError
+    from yolov5_dattn.analysis.comparison import compare, format_table
+    from yolov5_dattn.errors import UserError
 
     try:
         if opt.threads is not None:
@@ -70,6 +70,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         os.replace(tmp, opt.json)  # never a half-written file
         print(f"\nwrote {opt.json}")
     if opt.plot:
-        from ..compare_plot import plot_comparison
+        from yolov5_dattn.analysis.compare_plot import plot_comparison
         print(f"wrote {plot_comparison(result, opt.plot)}")
     return 0

@@ -6,7 +6,7 @@
 - Peak memory of a forward (eval, no autograd) and of a training step (forward + backward of a surrogate
   loss, gradients included), measured as growth over the memory held before the step:
   CUDA: `torch.cuda.max_memory_allocated`. CPU: the process's resident high-water mark (VmHWM), in a
-  fresh subprocess (`python -m yolov5_dattn.profiling`) so that nothing this process allocated before
+  fresh subprocess (`python -m yolov5_dattn.analysis.profiling`) so that nothing this process allocated before
   counts; memory freed before a step is handed back to the OS (`trim_heap`) and the mark is reset
   (/proc/self/clear_refs) after a warm-up run, so library loading and one-time buffers are excluded.
 """
@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .quiet import quiet_yolov5
+from yolov5_dattn.yolov5.quiet import quiet_yolov5
 
 MB = 2 ** 20
 
@@ -238,7 +238,7 @@ def start_memory_worker(cfgs: Sequence[str], ncs: Sequence[Optional[int]], input
 
     def run_all():
         for i, (cfg, nc) in enumerate(zip(cfgs, ncs)):
-            command = [sys.executable, "-m", "yolov5_dattn.profiling", "--shape", *map(str, input_shape),
+            command = [sys.executable, "-m", "yolov5_dattn.analysis.profiling", "--shape", *map(str, input_shape),
                        "--threads", str(torch.get_num_threads()), "--cfg", str(cfg),
                        "--nc", "-1" if nc is None else str(nc)]
             done = subprocess.run(command, capture_output=True, text=True)

@@ -4,13 +4,13 @@
 and `utils/__init__.py`:
 
     # >>> yolov5-dattn clone-setup (undo: yolov5-dattn clone-setup --undo <clone>)
-    import yolov5_dattn.clone; yolov5_dattn.clone.install(__name__)  # noqa: E402,E702
+    import yolov5_dattn.yolov5.clone; yolov5_dattn.yolov5.clone.install(__name__)  # noqa: E402,E702
     # <<< yolov5-dattn
 
 Every entry script of a clone (train.py, val.py, detect.py, export.py, segment/*.py, hubconf.py) imports one
 of those two packages before it builds or loads anything, so `install` runs first and gives the clone's own
 modules (`models.yolo`, `utils.general`, ... and the running script) what the pip-package path gets: the
-compatibility shims of `yolov5_dattn.compat` (applied to the clone's host, `compat.Host.clone`), the
+compatibility shims of `yolov5_dattn.yolov5.compat` (applied to the clone's host, `compat.Host.clone`), the
 parse_model hook (C3_DAttention & co., no `eval`), the model summary with attention GFLOPs and the safe
 checkpoint loader, which also allows the clone's model classes. When the process runs one of the clone's
 entry scripts (`SCRIPT_TASKS`), the first parse of that script's own parser also adds `--trust-checkpoint`
@@ -24,12 +24,12 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from .errors import UserError, one_line
+from yolov5_dattn.errors import UserError, one_line
 
 HOOK_FILES = ("models/__init__.py", "utils/__init__.py")
 BEGIN = "# >>> yolov5-dattn clone-setup (undo: yolov5-dattn clone-setup --undo <clone>)"
 END = "# <<< yolov5-dattn"
-BLOCK = f"{BEGIN}\nimport yolov5_dattn.clone; yolov5_dattn.clone.install(__name__)  # noqa: E402,E702\n{END}\n"
+BLOCK = f"{BEGIN}\nimport yolov5_dattn.yolov5.clone; yolov5_dattn.yolov5.clone.install(__name__)  # noqa: E402,E702\n{END}\n"
 # written instead when a hook file does not end with a newline, so undo knows to take the added one away too
 BLOCK_AFTER_NO_EOL = "\n" + BLOCK.replace(BEGIN, BEGIN + " (newline added above)", 1)
 
@@ -116,7 +116,7 @@ def _check_at_first_parse(host, task: str) -> None:
         if task == "export" and (self.get_default("opset") or DEFAULT_OPSET) < entrypoint.MIN_ONNX_OPSET:
             self.set_defaults(opset=DEFAULT_OPSET)  # v7.0 says 12, which has no grid_sample; an explicit one is checked
         opt, rest = real(self, args, namespace)
-        from .shipped import resolve_options
+        from yolov5_dattn.shipped import resolve_options
         resolve_options(opt)  # bare shipped names (--cfg yolov5n_c3_dattn.yaml), as the pip scripts take them
         ours = argparse.Namespace(**{k: opt.__dict__.pop(k) for k in entrypoint.OUR_FLAGS})
         try:

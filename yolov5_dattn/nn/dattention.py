@@ -17,7 +17,7 @@ the four projections run as matmuls on a token layout (B, H·W, C), k and v as o
 fused attention kernel that never holds the (H·W)×(Hk·Wk) score matrix:
 `torch.nn.functional.scaled_dot_product_attention`, or on CPU at 16, 32 and 64 channels per head our own
 (`cpu_attention`), because PyTorch's is slower there. That matrix is what made the straightforward form (kept as
-`tests/reference_dattention.py`) slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
+`yolov5_dattn/nn/reference.py`) slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -289,7 +289,7 @@ class DAttention(nn.Module):
         """The fixed_pe table resampled to another query/key map size.
 
         Only used so that shape probes (YOLOv5 builds models with a 256-px image, profiles them at 32)
-        run; training and inference at a size other than `q_size` are refused by `yolov5_dattn.fmap`.
+        run; training and inference at a size other than `q_size` are refused by `yolov5_dattn.yolov5.fmap`.
         Returns: (heads, H·W, Hk·Wk).
         """
         t = self.rpe_table.reshape(self.n_heads * self.q_h * self.q_w, 1, self.kv_h, self.kv_w)

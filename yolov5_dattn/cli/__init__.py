@@ -5,7 +5,7 @@
     yolov5-dattn configs
 
 Like the `yolov5` package's own command, `train|val|detect|export` and `segment train|val|predict` take
-YOLOv5's flags (`yolov5-dattn train --help` lists them) and run through `yolov5_dattn.entrypoint`, exactly
+YOLOv5's flags (`yolov5-dattn train --help` lists them) and run through `yolov5_dattn.yolov5.entrypoint`, exactly
 as the checkout's `scripts/*.py` do. Every --cfg/--data/--hyp also takes a shipped name (`yolov5_dattn.shipped`).
 """
 import sys
@@ -47,7 +47,7 @@ def _usage(commands: Dict[str, str], prog: str, what: str) -> str:
 
 def _run_task(task: str, argv: Sequence[str], prog: str) -> int:
     """One of YOLOv5's tasks through our runner; train tasks report what a --weights transfer loaded."""
-    from . import entrypoint, transfer
+    from yolov5_dattn.yolov5 import entrypoint, transfer
     if task in entrypoint.TRAIN_TASKS:
         transfer.install()  # --weights <baseline.pt>: print what was transferred and what starts fresh
     return entrypoint.main(task, list(argv), prog=prog)
@@ -82,7 +82,7 @@ def _run_command(name: str, argv: List[str], prog: str) -> int:
         return _run_segment(argv, prog)
     if name == "configs":
         return configs_command(argv, prog)
-    from .commands import clone_setup, compare, demo, make_demo_data, visualize
+    from . import clone_setup, compare, demo, make_demo_data, visualize
     module = {"compare": compare, "visualize": visualize, "demo": demo, "make-demo-data": make_demo_data,
               "clone-setup": clone_setup}[name]
     return module.main(argv, prog=prog)
@@ -95,9 +95,9 @@ def config_rows() -> List[Tuple[str, str, str]]:
     import yaml
     from yolov5.models.yolo import parse_model
 
-    from .dattention import DAttention
-    from .quiet import quiet_yolov5
-    from .shipped import CONFIGS, list_configs
+    from yolov5_dattn.nn.dattention import DAttention
+    from yolov5_dattn.yolov5.quiet import quiet_yolov5
+    from yolov5_dattn.shipped import CONFIGS, list_configs
 
     rows = []
     for kind in ("cfg", "data", "hyp"):
@@ -132,7 +132,7 @@ def configs_command(argv: Sequence[str], prog: str) -> int:
         if kind != "model":
             detail = f"{'':>12}  {detail}"
         print(f"{name:<{width}}  {kind:<5}  {detail}")
-    from .shipped import CONFIGS
+    from yolov5_dattn.shipped import CONFIGS
     print(f"\n(in {CONFIGS})")
     return 0
 

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .errors import UserError, first_sentence
+from yolov5_dattn.errors import UserError, first_sentence
 from .preflight import TRAIN_TASKS
 from .quiet import quiet_yolov5
 

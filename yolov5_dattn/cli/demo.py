@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..shipped import CONFIGS
+from yolov5_dattn.shipped import CONFIGS
 
 CFG = CONFIGS / "yolov5n_c3_dattn.yaml"
 HYP = CONFIGS / "hyp.demo.yaml"

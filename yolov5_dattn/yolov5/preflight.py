@@ -6,7 +6,7 @@
    naming an unknown module, channels not divisible by heads/groups, a missing key -> one line each;
 2. `--imgsz` must be a multiple of the max stride (YOLOv5 would silently round it);
 3. for each DAttention (found in the built model, with its stride measured by a probe forward), work out
-   the feature maps this task will feed it (`yolov5_dattn.fmap`) and print one line per layer. Size-agnostic
+   the feature maps this task will feed it (`yolov5_dattn.yolov5.fmap`) and print one line per layer. Size-agnostic
    variants (dwc_pe, log_cpb, the interpolated table) accept them all. A `fixed_pe` layer refuses a size
    that cannot fit (naming the flag and the right value); rectangular training, multi-scale and
    rectangular validation/letterboxing, which it cannot follow, are switched off with a message.
@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
 from . import fmap, square_inputs
-from .errors import UserError
+from yolov5_dattn.errors import UserError
 from .quiet import quiet_yolov5
 
 TASKS = ("train", "val", "detect", "export", "segment-train", "segment-val", "segment-predict")

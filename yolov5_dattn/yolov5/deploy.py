@@ -26,7 +26,7 @@ import types
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from .errors import UserError
+from yolov5_dattn.errors import UserError
 
 DEFAULT_OPSET = 17
 MIN_ONNX_OPSET = 16  # grid_sample (DAttention's key sampling)
@@ -202,7 +202,7 @@ def patch_export(export: types.ModuleType, replace: Callable[[types.ModuleType, 
     from yolov5.utils.general import colorstr
 
     def openvino(file, metadata, half, prefix=colorstr("OpenVINO:")):  # try_export reads `prefix`'s default
-        """YOLOv5's OpenVINO export, through `yolov5_dattn.deploy.export_openvino`."""
+        """YOLOv5's OpenVINO export, through `yolov5_dattn.yolov5.deploy.export_openvino`."""
         return export_openvino(file, metadata, half, prefix=prefix)
 
     replace(export, "export_openvino", export.try_export(openvino))
@@ -275,6 +275,6 @@ def openvino_runtime_module() -> types.ModuleType:
             return super().compile_model(model, device_name, config, **kwargs)
 
     module = types.ModuleType("openvino.runtime")
-    module.__doc__ = "openvino.runtime for YOLOv5's DetectMultiBackend, provided by yolov5_dattn.deploy"
+    module.__doc__ = "openvino.runtime for YOLOv5's DetectMultiBackend, provided by yolov5_dattn.yolov5.deploy"
     module.Core, module.Layout, module.get_batch = Core, ov.Layout, ov.get_batch
     return module

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import UserError, one_line
+from yolov5_dattn.errors import UserError, one_line
 
 IMG_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VID_SUFFIXES = {".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".wmv"}
@@ -97,8 +97,8 @@ def load_model(opt):
 
     from yolov5.utils.torch_utils import select_device
 
-    from ..attention_viz import dattention_layers
-    from ..checkpoints import TRUST_ENV, check_model_checkpoint
+    from yolov5_dattn.analysis.attention_viz import dattention_layers
+    from yolov5_dattn.yolov5.checkpoints import TRUST_ENV, check_model_checkpoint
     if opt.trust_checkpoint:
         os.environ[TRUST_ENV] = "1"
     model = check_model_checkpoint(opt.weights).float().eval()
@@ -125,7 +125,7 @@ def load_model(opt):
 
 def render(img, result: dict, group: Optional[int], scale: float = 1.0):
     """[(kind, image)] for each layer of `result`: 'points' (Fig. 6) and 'query' (Fig. 7), detections drawn."""
-    from ..attention_viz import draw_detections, draw_points, draw_query, enlarge
+    from yolov5_dattn.analysis.attention_viz import draw_detections, draw_points, draw_query, enlarge
     canvas = draw_detections(enlarge(img, scale), result["detections"], scale)  # under the points
     drawn = []
     for layer in result["layers"]:
@@ -154,7 +154,7 @@ def run(opt, model, layers, kind: str, sources: List[Path], query) -> Path:
 
     from yolov5.utils.general import increment_path
 
-    from ..attention_viz import analyse
+    from yolov5_dattn.analysis.attention_viz import analyse
     index = {name: i for i, (name, _) in enumerate(layers)}
     chosen = layers if opt.layer is None else [layers[opt.layer]]
     for name, m in layers:

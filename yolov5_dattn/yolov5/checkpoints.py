@@ -32,7 +32,7 @@ from typing import Any, List, Optional, Union
 import torch
 from torch import nn
 
-from .errors import UserError, first_sentence
+from yolov5_dattn.errors import UserError, first_sentence
 from .safe_yaml import UnsafeModelYAML, check_model_dict
 
 TRUST_ENV = "YOLOV5_DATTN_TRUST_CHECKPOINT"
@@ -73,7 +73,8 @@ def allowlist() -> List[Any]:
     if _allowlist is None:
         from yolov5.models import common, experimental, yolo
 
-        from . import blocks, dattention, layernorm
+        from . import blocks
+        from yolov5_dattn.nn import dattention, layernorm
         classes = []
         for module in (common, experimental, yolo, blocks, dattention, layernorm, *_host_model_modules):
             classes += _module_classes(module)

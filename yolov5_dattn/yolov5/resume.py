@@ -14,7 +14,7 @@ from typing import Any, Dict, Tuple
 import yaml
 from torch import nn
 
-from .errors import UserError
+from yolov5_dattn.errors import UserError
 
 SCRIPTS = {"train": "scripts/train.py", "segment-train": "scripts/segment/train.py"}
 

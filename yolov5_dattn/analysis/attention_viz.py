@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dattention import DAttention
+from yolov5_dattn.nn.dattention import DAttention
 
 # distinct BGR colours for offset groups (colour-blind friendly: Okabe-Ito)
 GROUP_COLOURS = [(0, 159, 230), (233, 180, 86), (115, 158, 0), (66, 228, 240), (178, 114, 0), (0, 94, 213),

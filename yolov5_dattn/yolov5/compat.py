@@ -7,7 +7,7 @@ by the scripts). Shims that must act before `yolov5` is first imported run in `a
 
 Hosts: the shims act on one copy of YOLOv5's modules, a `Host`: the pip package (`PIP`, modules
 `yolov5.utils.general`, ...) or a git clone (`Host.clone(root)`, modules `utils.general`, ... and the
-running script; see `yolov5_dattn.clone`). The shims `apply` runs take `host` (default `PIP`); those
+running script; see `yolov5_dattn.yolov5.clone`). The shims `apply` runs take `host` (default `PIP`); those
 only `apply_entrypoints` runs serve the plugin's own runner and act on the pip package.
 
 Patching rule: a YOLOv5 function is replaced in the module that defines it *and* in every loaded
@@ -99,7 +99,7 @@ PIP = Host("yolov5.")
 
 def missing_anchor(host: Host, shim: str, what: str) -> RuntimeError:
     """The error of a shim whose target is not in the host's code: YOLOv5 changed, the shim must too."""
-    return RuntimeError(f"yolov5_dattn.compat.{shim}: {host.label} has no {what}; this YOLOv5 is not supported "
+    return RuntimeError(f"yolov5_dattn.yolov5.compat.{shim}: {host.label} has no {what}; this YOLOv5 is not supported "
                         f"(tested: pip yolov5 7.0.14, clones of v7.0 and master, see README)")
 
 
@@ -326,7 +326,7 @@ def shim_missing_weights_fail_fast(host: Host = PIP) -> None:
     say so in one line at once instead."""
     downloads = host.module("utils.downloads")
 
-    from .errors import UserError
+    from yolov5_dattn.errors import UserError
 
     def attempt_download(file, repo="ultralytics/yolov5", release="v7.0", hf_token=None):
         """The path if the file exists; UserError otherwise (downloads are off)."""
@@ -346,7 +346,7 @@ def shim_no_dataset_downloads(host: Host = PIP) -> None:
     disk; say in one line that it is missing instead."""
     general = host.module("utils.general")
 
-    from .errors import UserError
+    from yolov5_dattn.errors import UserError
     original = general.check_dataset
 
     def check_dataset(data, autodownload=True):
@@ -365,7 +365,7 @@ def shim_no_dataset_downloads(host: Host = PIP) -> None:
 # ---- torch ≥2.6 -----------------------------------------------------------------------------------
 def shim_safe_torch_load(host: Host = PIP) -> None:
     """torch ≥2.6 loads with `weights_only=True` by default and refuses every YOLOv5 checkpoint; make
-    YOLOv5's `torch.load` calls use our allowlisted loader (`yolov5_dattn.checkpoints.load`). A clone of
+    YOLOv5's `torch.load` calls use our allowlisted loader (`yolov5_dattn.yolov5.checkpoints.load`). A clone of
     master loads through ultralytics' `torch_load` (full pickle) instead: that name is replaced likewise."""
     from .checkpoints import load
 
@@ -427,7 +427,7 @@ def shim_legacy_onnx_exporter(host: Host = PIP) -> None:
 def shim_export_formats(host: Host = PIP) -> None:
     """YOLOv5's export: OpenVINO through the current `openvino` API (its own needs the retired openvino-dev/`mo`),
     `run()` at opset 17 by default (it says 12, only the CLI 17) and TensorRT's ONNX step at the run's opset
-    (hard-coded 12, which has no grid_sample). See `yolov5_dattn.deploy`."""
+    (hard-coded 12, which has no grid_sample). See `yolov5_dattn.yolov5.deploy`."""
     from . import deploy
     export = host.module("export") if host is PIP else host.loaded("export")
     if export is not None:
@@ -530,7 +530,7 @@ def shim_backend_names_literal(host: Host = PIP) -> None:
     so a crafted .onnx runs code; read them as a literal instead (`eval` is only called there in that
     module; its TorchScript/OpenVINO/TFLite metadata go through json/yaml/literal_eval already). A value that
     is not a literal is one UserError naming the file."""
-    from .errors import UserError
+    from yolov5_dattn.errors import UserError
     from .input_checks import literal_names
     common = host.module("models.common")
     if getattr(common.__dict__.get("eval"), "_yolov5_dattn_shim", False):
@@ -633,7 +633,7 @@ def shim_atomic_checkpoint_saves(host: Host = PIP) -> None:
     """YOLOv5 writes checkpoints in place (a kill mid-save leaves a 0-byte last.pt, a full disk a corrupt
     one): route the `torch.save` of train.py, segment/train.py and utils/general.py (strip_optimizer) through
     `atomic.atomic_save`, and make TorchScript/ONNX exports write a temp file that is renamed when complete."""
-    from . import atomic
+    from yolov5_dattn import atomic
     for name in ("utils.general", "train", "segment.train"):
         module = host.module(name) if name == "utils.general" else host.loaded(name)  # trainers once loaded
         if module is not None:
@@ -671,7 +671,7 @@ def resume_save_dir(opt, last) -> str:
     """Where `--resume last` writes: the run folder that holds `weights/last.pt`, whatever the checkpoint's
     options record (a copied run would otherwise write into the original, a crafted one anywhere). Prints one
     notice when the recorded folder is another one; UserError when `last` is not in a `weights/` folder."""
-    from .errors import UserError
+    from yolov5_dattn.errors import UserError
     last = Path(last)
     if last.parent.name != "weights":
         raise UserError(f"--resume {last}: a resumed run writes beside its checkpoint, in <run>/weights/, but "
@@ -699,7 +699,7 @@ def shim_resume_beside_checkpoint() -> None:
         lines, first = inspect.getsourcelines(trainer.main)
         source = "".join(lines)
         if source.count(anchor) != 1:
-            raise RuntimeError(f"{name}.main has changed: yolov5_dattn.compat.shim_resume_beside_checkpoint "
+            raise RuntimeError(f"{name}.main has changed: yolov5_dattn.yolov5.compat.shim_resume_beside_checkpoint "
                                f"needs updating")
         source = source.replace(anchor, anchor.replace("  #", "; opt.save_dir = _yolov5_dattn_resume_dir(opt, "
                                                               "last)  #"))
@@ -714,7 +714,7 @@ def shim_resume_beside_checkpoint() -> None:
 
 def apply(host: Host = PIP) -> None:
     """Shims the model code of `host` needs (idempotent); run by `import yolov5_dattn` for the pip package
-    and by `yolov5_dattn.clone.install` for a git clone."""
+    and by `yolov5_dattn.yolov5.clone.install` for a git clone."""
     if host.key in _applied:
         return
     apply_before_import()

@@ -8,7 +8,7 @@ both literals extended by a registry set that lives here, so later registrations
 
 The same rewrite removes parse_model's three `eval` calls (`eval(act)`, `eval(m) if isinstance(m, str)
 else m`, `eval(a) if isinstance(a, str) else a`): a model dict may come from a checkpoint anyone wrote,
-so each becomes a call of `yolov5_dattn.safe_yaml.resolve`, which resolves names from explicit
+so each becomes a call of `yolov5_dattn.yolov5.safe_yaml.resolve`, which resolves names from explicit
 namespaces and literals with `ast.literal_eval` and never runs YAML text. A parse_model left with any
 `eval` is refused (UnsupportedYOLOv5). This file is the only code that knows parse_model's internals.
 """
@@ -215,7 +215,7 @@ def register(yolo: Optional[ModuleType] = None) -> None:
     For a git clone of YOLOv5, pass the clone's own `models.yolo` module.
     """
     from .blocks import Bottleneck_DAttention, C3_DAttention
-    from .dattention import DAttention
+    from yolov5_dattn.nn.dattention import DAttention
 
     if not _registered:
         register_module(C3_DAttention, repeats=True)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .dattention import DAttention
+from yolov5_dattn.nn.dattention import DAttention
 
 aten = torch.ops.aten
 

@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         if value < low:
             print(f"error: {flag} {value} is too small: use {flag} {low} or more", file=sys.stderr)
             return 2
-    from ..demo_data import make_demo_data
+    from yolov5_dattn.demo_data import make_demo_data
 
     out = make_demo_data(args.root, n_train=args.n_train, n_val=args.n_val, imgsz=args.imgsz, seed=args.seed,
                          video=not args.no_video, video_frames=args.video_frames, fps=args.fps)

@@ -2,7 +2,7 @@
 
 `compare()` measures a list of (model, baseline) pairs and returns a JSON-ready dict (the schema of
 `scripts/compare.py --json`); `format_table()` renders it. The FLOP conventions are those of
-`yolov5_dattn.flops`, the measurement rules those of `yolov5_dattn.profiling`.
+`yolov5_dattn.analysis.flops`, the measurement rules those of `yolov5_dattn.analysis.profiling`.
 """
 import re
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from .errors import UserError
+from yolov5_dattn.errors import UserError
 from .flops import FlopReport, count_flops, image_shape
 from .profiling import (build_model, collect_memory_worker, device_description, load_average, measure_peaks,
                         median_latency_ms, memory_supported, module_times_ms, start_memory_worker)
@@ -29,7 +29,7 @@ def yolov5_models_dir() -> Path:
 def resolve_cfg(cfg: str, flag: str = "--cfg") -> Path:
     """A model YAML given as a path, by a shipped name (`yolov5s_c3_dattn.yaml`), or by name from the yolov5
     package (`yolov5s.yaml`, `yolov5s-seg.yaml`)."""
-    from .shipped import resolve
+    from yolov5_dattn.shipped import resolve
     path = Path(resolve(cfg, "cfg"))
     if path.is_file():
         return path

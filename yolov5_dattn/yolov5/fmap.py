@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .dattention import DAttention
+from yolov5_dattn.nn.dattention import DAttention
 
 HW = Tuple[int, int]
 
