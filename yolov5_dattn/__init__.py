@@ -1,22 +1,38 @@
 """yolov5-dattn: DAT's deformable attention (Xia et al., CVPR 2022) as YOLOv5 modules.
 
-Importing the package applies the compatibility layer and registers `DAttention`,
-`Bottleneck_DAttention` and `C3_DAttention` into YOLOv5's `parse_model`.
+`import yolov5_dattn` registers `DAttention`, `Bottleneck_DAttention` and `C3_DAttention` into YOLOv5's
+`parse_model`, as the recipe's users expect: at once if YOLOv5 is imported already, otherwise the moment
+it is (`import_hook`), so `yolov5_dattn.nn` alone needs neither YOLOv5 nor its import time.
+
+Layers: `nn` (the math), `yolov5` (everything that touches YOLOv5), `analysis`, `cli`.
 """
-from yolov5_dattn.yolov5 import compat
-
-compat.apply_before_import()
-
-from yolov5_dattn.yolov5.blocks import Bottleneck_DAttention, C3_DAttention, dattention_kwargs  # noqa: E402
-from yolov5_dattn.nn.dattention import DAttention  # noqa: E402
-from yolov5_dattn.nn.layernorm import LayerNormProxy  # noqa: E402
-from yolov5_dattn.yolov5.registry import UnsupportedYOLOv5, register, register_module  # noqa: E402
+from yolov5_dattn.import_hook import when_imported
+from yolov5_dattn.nn import DAttention, LayerNormProxy, dattention_kwargs
 
 __version__ = "0.1.0"
 __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormProxy", "dattention_kwargs",
            "register", "register_module", "UnsupportedYOLOv5"]
 
-compat.apply()
-register()
-from yolov5_dattn.yolov5 import summary; summary.install()  # noqa: E402,E702  model.info(): GFLOPs at the run's imgsz, attention included
-from yolov5_dattn import shipped; shipped.install()  # noqa: E402,E702  Model("yolov5n_c3_dattn.yaml"): the shipped configs by name
+# names that live in the YOLOv5 layer: importing them imports YOLOv5 (and so installs the integration)
+_FROM_YOLOV5 = {"Bottleneck_DAttention": "blocks", "C3_DAttention": "blocks", "register": "registry",
+                "register_module": "registry", "UnsupportedYOLOv5": "registry"}
+
+
+def __getattr__(name):
+    if name in _FROM_YOLOV5:
+        import importlib
+        return getattr(importlib.import_module(f"yolov5_dattn.yolov5.{_FROM_YOLOV5[name]}"), name)
+    raise AttributeError(f"module 'yolov5_dattn' has no attribute {name!r}")
+
+
+def _before_yolov5() -> None:
+    from yolov5_dattn.yolov5 import compat
+    compat.apply_before_import()
+
+
+def _after_yolov5() -> None:
+    from yolov5_dattn.yolov5 import install
+    install()
+
+
+when_imported("yolov5", _before_yolov5, _after_yolov5)

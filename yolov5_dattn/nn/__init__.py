@@ -5,6 +5,7 @@ blocks from these modules. `reference` is the straightforward einsum implementat
 tested and benchmarked against.
 """
 from .dattention import DAttention, select_kernel
+from .fmapsize import dattention_kwargs
 from .layernorm import LayerNormProxy
 
-__all__ = ["DAttention", "LayerNormProxy", "select_kernel"]
+__all__ = ["DAttention", "LayerNormProxy", "dattention_kwargs", "select_kernel"]

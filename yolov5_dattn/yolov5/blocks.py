@@ -1,32 +1,11 @@
 """YOLOv5 blocks built on DAttention: a bottleneck that ends in attention, and its C3."""
-from collections.abc import Mapping
-from typing import Any, Optional, Sequence, Union
+from typing import Optional
 
 from torch import nn
 from yolov5.models.common import C3, Bottleneck
 
 from yolov5_dattn.nn.dattention import DAttention
-
-FmapSize = Union[Sequence[int], Mapping[str, Any], Sequence[Any]]
-
-
-def dattention_kwargs(fmapsize: Optional[FmapSize]) -> dict:
-    """Turn a YAML `fmapsize` into DAttention keyword arguments.
-
-    Accepted forms: `[h, w]`, `{q_size: [h, w], <DAttention kwargs>...}`, or the one-element list a YAML
-    yields for the latter written inline. Returns a dict with at least `q_size`.
-    """
-    if isinstance(fmapsize, (list, tuple)) and len(fmapsize) == 1 and isinstance(fmapsize[0], Mapping):
-        fmapsize = fmapsize[0]
-    if isinstance(fmapsize, Mapping):
-        if "q_size" not in fmapsize:
-            raise ValueError(f"fmapsize mapping {dict(fmapsize)} has no q_size: add q_size: [h, w]")
-        return dict(fmapsize)
-    if (isinstance(fmapsize, (list, tuple)) and len(fmapsize) == 2
-            and all(isinstance(s, int) and s > 0 for s in fmapsize)):
-        return {"q_size": list(fmapsize)}
-    raise ValueError(f"fmapsize must be [h, w] or a mapping with q_size, got {fmapsize!r}: "
-                     "e.g. [1024, [20, 20]] or [1024, {q_size: [20, 20], dwc_pe: true}] in the YAML")
+from yolov5_dattn.nn.fmapsize import FmapSize, dattention_kwargs
 
 
 class Bottleneck_DAttention(Bottleneck):

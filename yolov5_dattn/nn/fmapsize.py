@@ -1,0 +1,27 @@
+"""The `fmapsize` argument of the DAttention blocks: the feature map size a YAML gives, as DAttention kwargs.
+
+Host-agnostic: every host's blocks take the same `[h, w]` or mapping form.
+"""
+from collections.abc import Mapping
+from typing import Any, Optional, Sequence, Union
+
+FmapSize = Union[Sequence[int], Mapping[str, Any], Sequence[Any]]
+
+
+def dattention_kwargs(fmapsize: Optional[FmapSize]) -> dict:
+    """Turn a YAML `fmapsize` into DAttention keyword arguments.
+
+    Accepted forms: `[h, w]`, `{q_size: [h, w], <DAttention kwargs>...}`, or the one-element list a YAML
+    yields for the latter written inline. Returns a dict with at least `q_size`.
+    """
+    if isinstance(fmapsize, (list, tuple)) and len(fmapsize) == 1 and isinstance(fmapsize[0], Mapping):
+        fmapsize = fmapsize[0]
+    if isinstance(fmapsize, Mapping):
+        if "q_size" not in fmapsize:
+            raise ValueError(f"fmapsize mapping {dict(fmapsize)} has no q_size: add q_size: [h, w]")
+        return dict(fmapsize)
+    if (isinstance(fmapsize, (list, tuple)) and len(fmapsize) == 2
+            and all(isinstance(s, int) and s > 0 for s in fmapsize)):
+        return {"q_size": list(fmapsize)}
+    raise ValueError(f"fmapsize must be [h, w] or a mapping with q_size, got {fmapsize!r}: "
+                     "e.g. [1024, [20, 20]] or [1024, {q_size: [20, 20], dwc_pe: true}] in the YAML")
