@@ -48,7 +48,7 @@ for _ in range(3):
 torch.save({k: v.detach().clone() for k, v in model.named_parameters()}, out / f"rank{rank}.pt")
 (out / f"rank{rank}.json").write_text(json.dumps({
     "rank": rank, "world": world, "local_rank": int(os.environ["LOCAL_RANK"]),
-    "hooked": bool(getattr(yolo.parse_model, "_yolov5_dattn", False)),
+    "hooked": __import__("yolov5_dattn.patching", fromlist=["_"]).is_patched(yolo, "parse_model"),
     "layer8": type(model.model[8]).__name__,
 }))
 dist.barrier()

@@ -1,6 +1,7 @@
 """FLOP counting against analytic counts: SDPA and grouped-conv-backward formulas, DAttention on both of
 its code paths, yolov5l vs yolov5l_c3_dattn at 640, and YOLOv5's model summary at the run's image size."""
 import argparse
+import functools
 import logging
 import re
 from pathlib import Path
@@ -194,10 +195,19 @@ def test_summary_counts_attention_at_640(yolov5l_pair, summary_lines):
 def test_summary_uses_the_training_imgsz(summary_lines):
     from yolov5.models.yolo import Model
 
-    def train(opt):  # as yolov5.train.train builds the model: `opt.imgsz` is in a calling frame
+    from yolov5_dattn import patching
+    from yolov5_dattn.yolov5 import compat, summary
+    compat.apply_entrypoints()
+    import yolov5.train
+    # YOLOv5's train.train (and val/detect/export's run) are wrapped so that their body knows the run's size
+    change = patching.patched(yolov5.train, "train", "the model summary reports at the run's image size")
+    assert change is not None and change.step == "summary.install_sizes"
+
+    @functools.partial(summary.sized, size_of=summary._imgsz_of)  # the wrapper yolov5.train.train has
+    def train(hyp, opt, device, callbacks):  # as yolov5.train.train builds the model
         return Model(str(REPO / "configs" / "yolov5n_c3_dattn.yaml"))
 
-    model = train(argparse.Namespace(imgsz=128))
+    model = train({}, argparse.Namespace(imgsz=128), "cpu", None)
     gflops, size, _ = _summary_gflops(summary_lines)
     assert size == (128, 128)
     expected = count_flops(model, 128).thop_with_attention / GFLOP

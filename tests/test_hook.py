@@ -11,6 +11,8 @@ from torch import nn
 import yolov5_dattn  # noqa: I001  first: applies the compat layer
 import yolov5.models.yolo as yolo
 from yolov5_dattn import C3_DAttention, register, register_module
+from yolov5_dattn.patching import is_patched
+from yolov5_dattn.yolov5 import registry
 from yolov5_dattn.yolov5.registry import UnsupportedYOLOv5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +35,7 @@ def test_register_is_idempotent():
     patched = yolo.parse_model
     register()
     register()
-    assert yolo.parse_model is patched and patched._yolov5_dattn
+    assert yolo.parse_model is patched and is_patched(yolo, "parse_model", registry.HOOK_WHY)
     assert yolo.parse_model.__wrapped__.__code__.co_filename == patched.__code__.co_filename == yolo.__file__
     assert patched.__code__.co_firstlineno == patched.__wrapped__.__code__.co_firstlineno  # tracebacks keep lines
     assert yolo.C3_DAttention is C3_DAttention

@@ -11,11 +11,11 @@ from yolov5_dattn.nn import DAttention, LayerNormProxy, dattention_kwargs
 
 __version__ = "0.1.0"
 __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormProxy", "dattention_kwargs",
-           "register", "register_module", "UnsupportedYOLOv5"]
+           "register", "register_module", "RegistryConflict", "UnsupportedYOLOv5"]
 
 # names that live in the YOLOv5 layer: importing them imports YOLOv5 (and so installs the integration)
 _FROM_YOLOV5 = {"Bottleneck_DAttention": "blocks", "C3_DAttention": "blocks", "register": "registry",
-                "register_module": "registry", "UnsupportedYOLOv5": "registry"}
+                "register_module": "registry", "RegistryConflict": "registry", "UnsupportedYOLOv5": "registry"}
 
 
 def __getattr__(name):

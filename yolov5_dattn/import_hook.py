@@ -23,9 +23,9 @@ class _WhenImported(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != self.name or getattr(self._local, "busy", False):
             return None
-        self.before()
         self._local.busy = True
         try:
+            self.before()
             spec = importlib.util.find_spec(fullname)  # the other finders' answer
         finally:
             self._local.busy = False
@@ -45,6 +45,12 @@ class _WhenImported(importlib.abc.MetaPathFinder):
     def remove(self) -> None:
         if self in sys.meta_path:
             sys.meta_path.remove(self)
+
+
+def finding(name: str) -> bool:
+    """True while the hook for `name` runs its `before()` (the host is about to be imported, not yet)."""
+    return any(isinstance(f, _WhenImported) and f.name == name and getattr(f._local, "busy", False)
+               for f in sys.meta_path)
 
 
 def when_imported(name: str, before: Callable[[], None], after: Callable[[], None]) -> None:

@@ -14,7 +14,6 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 KINDS = ("cfg", "data", "hyp")  # model YAML, dataset YAML, hyperparameter YAML; also YOLOv5's option names
-_MARK = "_yolov5_dattn_shipped"
 
 
 def kind_of(path: Path) -> Optional[str]:
@@ -96,9 +95,8 @@ def install() -> None:
     Idempotent."""
     from yolov5.models import yolo
 
+    from yolov5_dattn import patching
     init = yolo.DetectionModel.__init__
-    if getattr(init, _MARK, False):
-        return
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
@@ -108,5 +106,4 @@ def install() -> None:
             kwargs["cfg"] = resolve(kwargs["cfg"], "cfg")
         init(self, *args, **kwargs)
 
-    setattr(__init__, _MARK, True)
-    yolo.DetectionModel.__init__ = __init__
+    patching.patch(yolo.DetectionModel, "__init__", __init__, why="Model(<shipped name>) builds the shipped YAML")

@@ -34,6 +34,8 @@ OUR_COMMANDS: Dict[str, str] = {
     "make-demo-data": "write the synthetic shapes dataset (detection + segmentation) and a video",
     "configs": "list the shipped model / data / hyperparameter YAMLs, with parameter counts",
     "clone-setup": "make a git clone of ultralytics/yolov5 (v7.0 or master) use these modules (--undo reverses it)",
+    "changes": "list every run-time change made to YOLOv5: what, why, which YOLOv5 line (yolov5_dattn/yolov5/changes.py)",
+    "registry": "list the modules registered into YOLOv5's parse_model, with where each is defined",
 }
 
 
@@ -82,6 +84,9 @@ def _run_command(name: str, argv: List[str], prog: str) -> int:
         return _run_segment(argv, prog)
     if name == "configs":
         return configs_command(argv, prog)
+    if name in ("changes", "registry"):
+        from . import changes
+        return (changes.changes_main if name == "changes" else changes.registry_main)(argv, prog=prog)
     from . import clone_setup, compare, demo, make_demo_data, visualize
     module = {"compare": compare, "visualize": visualize, "demo": demo, "make-demo-data": make_demo_data,
               "clone-setup": clone_setup}[name]

@@ -94,6 +94,11 @@ def allow_model_modules(*modules) -> None:
         _allowlist = _safe_globals = None
 
 
+def allow_host_modules(host) -> None:
+    """`allow_model_modules` for the model modules of `host` (a `compat.Host`: a git clone's)."""
+    allow_model_modules(host.module("models.common"), host.module("models.experimental"), host.module("models.yolo"))
+
+
 def _name(g: Any) -> str:
     return f"{g.__module__}.{g.__qualname__}"
 

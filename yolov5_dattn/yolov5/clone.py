@@ -52,7 +52,7 @@ def install(package: str = "models") -> None:
     """Run by the hook in the clone's `models/__init__.py` / `utils/__init__.py` (`package` is that
     `__name__`): apply the compat shims to the clone's modules and register our modules into its
     parse_model. Idempotent; a hook that runs while the other one is installing returns at once."""
-    from . import checkpoints, compat, registry, summary
+    from . import changes, compat
 
     root = Path(sys.modules[package].__file__).resolve().parent.parent
     if root in _installed:
@@ -61,14 +61,7 @@ def install(package: str = "models") -> None:
     try:
         host = compat.Host.clone(root)
         compat.apply(host)
-        yolo = host.module("models.yolo")
-        registry.register(yolo)
-        summary.install(yolo, host.module("utils.torch_utils"))
-        checkpoints.allow_model_modules(host.module("models.common"), host.module("models.experimental"), yolo)
-        _one_line_user_errors()
-        task = script_task(root)
-        if task is not None:
-            _check_at_first_parse(host, task)
+        changes.apply("clone", host)  # parse_model hook, summary, allowlist, error lines, checks at first parse
     except BaseException:
         del _installed[root]
         raise
@@ -97,20 +90,29 @@ def _called_from_script_parse_opt() -> bool:
     return False
 
 
+def check_at_first_parse(host) -> None:
+    """When the process runs one of the clone's entry scripts, `_check_at_first_parse` for its task."""
+    task = script_task(host.root)
+    if task is not None:
+        _check_at_first_parse(host, task)
+
+
 def _check_at_first_parse(host, task: str) -> None:
     """Make the first parse by the running script's `parse_opt` add our flags, then run the pip scripts'
     checks (`entrypoint.check_run`) on the result before returning it. The script's module is not complete
     when the hook runs (it is importing models/utils), so this is the first point where its options exist.
     Bad input: `error: <one line>` on stderr and exit 2, before the script creates its run folder."""
-    real = argparse.ArgumentParser.parse_known_args
-    if getattr(real, "_yolov5_dattn_clone", False):
+    from yolov5_dattn import patching
+    why = "the clone's entry script gets our flags and checks at its first parse"
+    if patching.is_patched(argparse.ArgumentParser, "parse_known_args", why):
         return
+    real = argparse.ArgumentParser.parse_known_args
 
     def parse_known_args(self, args=None, namespace=None):
         if not _called_from_script_parse_opt():
             return real(self, args, namespace)
-        argparse.ArgumentParser.parse_known_args = real  # once per process
-        from . import entrypoint
+        patching.undo(where=lambda c: c.replacement is parse_known_args)  # once per process
+        from . import entrypoint, summary
         from .deploy import DEFAULT_OPSET
         entrypoint.add_our_flags(self, task, pip_defaults=False)
         if task == "export" and (self.get_default("opset") or DEFAULT_OPSET) < entrypoint.MIN_ONNX_OPSET:
@@ -126,12 +128,13 @@ def _check_at_first_parse(host, task: str) -> None:
                 raise
             print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2) from None
-        if task == "export":
-            _export_fails_loudly(host)
+        with patching.applying("clone.check_at_first_parse"):
+            summary.install_sizes(host)  # the script's functions exist now
+            if task == "export":
+                _export_fails_loudly(host)
         return opt, rest
 
-    parse_known_args._yolov5_dattn_clone = True
-    argparse.ArgumentParser.parse_known_args = parse_known_args
+    patching.patch(argparse.ArgumentParser, "parse_known_args", parse_known_args, why=why)
 
 
 def _check(host, task: str, opt, ours) -> None:
@@ -155,15 +158,23 @@ def _export_fails_loudly(host) -> None:
     script = host.loaded("export")
     if script is None or not callable(getattr(script, "run", None)):
         return
-    script.main = lambda opt: entrypoint.run_export(script, opt)
+    from yolov5_dattn import patching
+
+    def main(opt):
+        """export.py's main through `entrypoint.run_export`: a format that was not written is exit 2."""
+        return entrypoint.run_export(script, opt)
+
+    patching.patch(script, "main", main, why="a clone's export fails loudly when a format was not written")
 
 
-def _one_line_user_errors() -> None:
+def one_line_user_errors() -> None:
     """A UserError that reaches the top of a clone's script prints `error: <one line>` and exits with 2
     (as the plugin's own scripts do), not a traceback; any other exception keeps Python's handling."""
-    previous = sys.excepthook
-    if getattr(previous, "_yolov5_dattn", False):
+    from yolov5_dattn import patching
+    why = "a UserError at the top of a clone's script is one error line and exit 2"
+    if patching.is_patched(sys, "excepthook", why):
         return
+    previous = sys.excepthook
 
     def excepthook(kind, value, tb):
         if not issubclass(kind, UserError):
@@ -174,8 +185,7 @@ def _one_line_user_errors() -> None:
         import os
         os._exit(2)  # the only way to choose the status from an excepthook
 
-    excepthook._yolov5_dattn = True
-    sys.excepthook = excepthook
+    patching.patch(sys, "excepthook", excepthook, why=why)
 
 
 # ---- clone-setup ------------------------------------------------------------------------------------------

@@ -10,10 +10,14 @@ Hosts: the shims act on one copy of YOLOv5's modules, a `Host`: the pip package 
 running script; see `yolov5_dattn.yolov5.clone`). The shims `apply` runs take `host` (default `PIP`); those
 only `apply_entrypoints` runs serve the plugin's own runner and act on the pip package.
 
-Patching rule: a YOLOv5 function is replaced in the module that defines it *and* in every loaded
-module of the same host that imported it by name, so modules imported later pick up the replacement too.
-Library-wide changes (numpy, Pillow) only add what is missing; `torch` is changed only as seen from
-YOLOv5's own modules (a view of `torch` with a few names overridden).
+Patching rule: every change goes through `yolov5_dattn.patching` (one journal, one "already patched"
+test, undoable); which shim runs when, and which YOLOv5 line each one concerns, is the ordered list in
+`yolov5_dattn.yolov5.changes`. A YOLOv5 function is replaced in the module that defines it *and* in every
+loaded module of the same host that imported it by name, so modules imported later pick up the replacement
+too. Library-wide changes (numpy, Pillow) only add what is missing; `torch` is changed only as seen from
+YOLOv5's own modules (`patching.override`: a view of `torch` with a few names overridden). Process-wide
+settings that are not attributes (an environment variable, a warnings filter, a stand-in `pkg_resources`
+in `sys.modules`) are listed there too, but are not in the journal.
 """
 import contextlib
 import functools
@@ -23,7 +27,10 @@ import sys
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Optional
+
+from yolov5_dattn import patching
+from yolov5_dattn.patching import ModuleView  # noqa: F401  (was defined here; kept importable)
 
 _applied = set()  # hosts (by prefix/root) whose model shims ran
 _applied_entrypoints = False
@@ -104,46 +111,10 @@ def missing_anchor(host: Host, shim: str, what: str) -> RuntimeError:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def replace_function(module: types.ModuleType, name: str, new: Callable, host: Host = PIP) -> None:
-    """Replace `module.name` by `new`, also where other loaded modules of `host` imported it by name."""
-    old = getattr(module, name)
-    if getattr(old, "_yolov5_dattn_shim", False):
-        return
-    new._yolov5_dattn_shim = True
-    new.__wrapped__ = old
-    for _, mod in host.modules():
-        if getattr(mod, name, None) is old:
-            setattr(mod, name, new)
-    setattr(module, name, new)
-
-
-class ModuleView(types.ModuleType):
-    """A module as seen by one YOLOv5 module: every attribute is the real module's except `overrides`."""
-
-    def __init__(self, real: types.ModuleType, overrides: Dict[str, Any]):
-        super().__init__(real.__name__)
-        self._real, self._overrides = real, overrides
-
-    def __getattr__(self, name):
-        overrides = self.__dict__.get("_overrides", {})
-        if name in overrides:
-            return overrides[name]
-        return getattr(self.__dict__["_real"], name)
-
-
-def _set_torch_override(module: types.ModuleType, name: str, value: Any) -> None:
-    """Let `module` see `torch.<name>` as `value` (name may be dotted one level, e.g. 'onnx.export')."""
-    import torch
-    view = module.torch if isinstance(module.torch, ModuleView) else ModuleView(torch, {})
-    if "." in name:
-        sub, attr = name.split(".", 1)
-        inner = view._overrides.get(sub)
-        inner = inner if isinstance(inner, ModuleView) else ModuleView(getattr(torch, sub), {})
-        inner._overrides[attr] = value
-        view._overrides[sub] = inner
-    else:
-        view._overrides[name] = value
-    module.torch = view
+def replace_function(module: types.ModuleType, name: str, new: Callable, host: Host = PIP, *, why: str) -> bool:
+    """`patching.patch(module, name, new)`, also where other loaded modules of `host` imported it by name.
+    False when the change (`why`) is in place already."""
+    return patching.patch(module, name, new, why=why, also=[m for _, m in host.modules()])
 
 
 # ---- before `import yolov5` ---------------------------------------------------------------------
@@ -179,7 +150,7 @@ def shim_numpy_trapz() -> None:
     """numpy 2.x removed `np.trapz` (yolov5 utils/metrics.py:118 → training dies at the first validation)."""
     import numpy as np
     if not hasattr(np, "trapz"):
-        np.trapz = np.trapezoid
+        patching.patch(np, "trapz", np.trapezoid, why="numpy 2 removed np.trapz, which YOLOv5's metrics call")
 
 
 def shim_pil_getsize() -> None:
@@ -193,7 +164,7 @@ def shim_pil_getsize() -> None:
 
     for cls in (ImageFont.FreeTypeFont, getattr(ImageFont, "TransposedFont", None)):
         if cls is not None and not hasattr(cls, "getsize"):
-            cls.getsize = getsize
+            patching.patch(cls, "getsize", getsize, why="Pillow 10 removed getsize, which YOLOv5's plots call")
 
 
 @contextlib.contextmanager
@@ -226,12 +197,9 @@ def shim_ipython_optional():
 
 
 def apply_before_import() -> None:
-    """Shims needed for `import yolov5` itself to work."""
-    shim_quiet_pkg_resources_warning()
-    shim_pkg_resources()
-    shim_offline_ultralytics()
-    shim_numpy_trapz()
-    shim_pil_getsize()
+    """Shims needed for `import yolov5` itself to work (the "before-import" steps of `changes.STEPS`)."""
+    from . import changes
+    changes.apply("before-import")
 
 
 # ---- offline ------------------------------------------------------------------------------------
@@ -263,9 +231,9 @@ def shim_fonts_offline(host: Host = PIP) -> None:
                 return ImageFont.truetype(str(candidate), size)
         return ImageFont.load_default(size)
 
-    replace_function(general, "check_font", check_font, host)
+    replace_function(general, "check_font", check_font, host, why="no font downloads")
     if hasattr(plots, "check_pil_font") or host is PIP:
-        replace_function(plots, "check_pil_font", check_pil_font, host)
+        replace_function(plots, "check_pil_font", check_pil_font, host, why="draw with a font on disk, never download")
 
 
 def shim_ultralytics_fonts_offline(host: Host = PIP) -> None:
@@ -283,7 +251,7 @@ def shim_ultralytics_fonts_offline(host: Host = PIP) -> None:
         file = USER_CONFIG_DIR / Path(font).name
         return file if file.is_file() else offline_font()
 
-    replace_function(plotting, "check_font", check_font, host)
+    replace_function(plotting, "check_font", check_font, host, why="ultralytics' Annotator: no font downloads")
 
 
 def shim_no_pip_installs(host: Host = PIP) -> None:
@@ -294,7 +262,7 @@ def shim_no_pip_installs(host: Host = PIP) -> None:
         """Never installs (offline, reproducible); dependencies are declared in setup.cfg."""
         return True
 
-    replace_function(general, "check_requirements", check_requirements, host)
+    replace_function(general, "check_requirements", check_requirements, host, why="never pip-install at run time")
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -318,7 +286,8 @@ def shim_no_hub_lookups(host: Host = PIP) -> None:
             return None
         return original(repo_id, hf_token=hf_token, revision=revision)
 
-    replace_function(downloads, "attempt_download_from_hub", attempt_download_from_hub, host)
+    replace_function(downloads, "attempt_download_from_hub", attempt_download_from_hub, host,
+                     why="ask huggingface.co only about names that can be a hub id")
 
 
 def shim_missing_weights_fail_fast(host: Host = PIP) -> None:
@@ -338,7 +307,8 @@ def shim_missing_weights_fail_fast(host: Host = PIP) -> None:
         raise UserError(f"weights file {file} not found: pass the path of an existing .pt/.onnx/.torchscript "
                         f"file (this plugin never downloads weights)")
 
-    replace_function(downloads, "attempt_download", attempt_download, host)
+    replace_function(downloads, "attempt_download", attempt_download, host,
+                     why="a missing weights file is one error line, not minutes of download attempts")
 
 
 def shim_no_dataset_downloads(host: Host = PIP) -> None:
@@ -359,7 +329,7 @@ def shim_no_dataset_downloads(host: Host = PIP) -> None:
             raise UserError(f"--data {data}: the dataset's val images are not on disk (downloads are off): "
                             f"fix the paths in the YAML or put the data there first") from None
 
-    replace_function(general, "check_dataset", check_dataset, host)
+    replace_function(general, "check_dataset", check_dataset, host, why="a missing dataset is one error line, no download")
 
 
 # ---- torch ≥2.6 -----------------------------------------------------------------------------------
@@ -377,12 +347,11 @@ def shim_safe_torch_load(host: Host = PIP) -> None:
         module = host.loaded(name) if name in ("train", "segment.train") else host.module(name)
         if module is None:
             continue  # a trainer not loaded (apply_entrypoints loads them for the pip package)
+        why = "checkpoints load through the allowlisted loader (torch>=2.6 refuses YOLOv5's)"
         if "torch_load" in vars(module):
-            if not getattr(module.torch_load, "_yolov5_dattn_shim", False):
-                torch_load._yolov5_dattn_shim = True
-                module.torch_load = torch_load
+            patching.patch(module, "torch_load", torch_load, why=why)
         elif "torch" in vars(module):
-            _set_torch_override(module, "load", load)
+            patching.override(module, "torch", "load", load, why=why)
         else:
             raise missing_anchor(host, "shim_safe_torch_load", f"torch or torch_load in {name}")
 
@@ -391,9 +360,7 @@ def shim_segment_detect_not_pickled(host: Host = PIP) -> None:
     """`Segment.__init__` stores `self.detect = Detect.forward`, which pickles as `builtins.getattr`
     (models/yolo.py:101) and would have to be allowlisted; keep it on the class instead."""
     yolo = host.module("models.yolo")
-
-    if getattr(yolo.Segment.__init__, "_yolov5_dattn_shim", False):
-        return
+    why = "Segment keeps Detect.forward on the class, so checkpoints pickle without builtins.getattr"
     init = yolo.Segment.__init__
 
     @functools.wraps(init)
@@ -401,9 +368,9 @@ def shim_segment_detect_not_pickled(host: Host = PIP) -> None:
         init(self, *args, **kwargs)
         self.__dict__.pop("detect", None)
 
-    __init__._yolov5_dattn_shim = True
-    yolo.Segment.__init__ = __init__
-    yolo.Segment.detect = staticmethod(yolo.Detect.forward)  # `self.detect(self, x)` keeps working
+    if patching.patch(yolo.Segment, "__init__", __init__, why=why):
+        # `self.detect(self, x)` keeps working
+        patching.patch(yolo.Segment, "detect", staticmethod(yolo.Detect.forward), why=why)
 
 
 def shim_legacy_onnx_exporter(host: Host = PIP) -> None:
@@ -421,7 +388,8 @@ def shim_legacy_onnx_exporter(host: Host = PIP) -> None:
         kwargs.setdefault("dynamo", False)
         return real_export(*args, **kwargs)
 
-    _set_torch_override(export, "onnx.export", onnx_export)
+    patching.override(export, "torch", "onnx.export", onnx_export,
+                      why="ONNX export with the TorchScript-based exporter YOLOv5 was written for")
 
 
 def shim_export_formats(host: Host = PIP) -> None:
@@ -431,7 +399,7 @@ def shim_export_formats(host: Host = PIP) -> None:
     from . import deploy
     export = host.module("export") if host is PIP else host.loaded("export")
     if export is not None:
-        deploy.patch_export(export, lambda module, name, new: replace_function(module, name, new, host))
+        deploy.patch_export(export, lambda module, name, new, why: replace_function(module, name, new, host, why=why))
 
 
 def shim_openvino_runtime(host: Host = PIP) -> None:
@@ -443,8 +411,6 @@ def shim_openvino_runtime(host: Host = PIP) -> None:
     from . import deploy
     backend = host.module("models.common").DetectMultiBackend
     init = backend.__init__
-    if getattr(init, "_yolov5_dattn_openvino", False):
-        return
 
     @functools.wraps(init)
     def __init__(self, weights="yolov5s.pt", *args, **kwargs):
@@ -458,8 +424,7 @@ def shim_openvino_runtime(host: Host = PIP) -> None:
                 sys.modules["openvino.runtime"] = deploy.openvino_runtime_module()
         init(self, weights, *args, **kwargs)
 
-    __init__._yolov5_dattn_openvino = True
-    backend.__init__ = __init__
+    patching.patch(backend, "__init__", __init__, why="OpenVINO models load through the current openvino API")
 
 
 # ---- hygiene ------------------------------------------------------------------------------------
@@ -480,7 +445,7 @@ def shim_no_git_status_check(host: Host = PIP) -> None:
     def check_git_status(repo="ultralytics/yolov5", branch="master"):
         """No update check: yolov5 is pinned (setup.cfg) and runs offline."""
 
-    replace_function(general, "check_git_status", check_git_status, host)
+    replace_function(general, "check_git_status", check_git_status, host, why="no update check against github.com")
 
 
 class _GrabCheckedCapture:
@@ -513,16 +478,13 @@ def shim_video_end_read(host: Host = PIP) -> None:
     LoadImages = host.module("utils.dataloaders").LoadImages
 
     original = LoadImages._new_video
-    if getattr(original, "_yolov5_dattn_shim", False):
-        return
 
     @functools.wraps(original)
     def _new_video(self, path):
         original(self, path)
         self.cap = _GrabCheckedCapture(self.cap)
 
-    _new_video._yolov5_dattn_shim = True
-    LoadImages._new_video = _new_video
+    patching.patch(LoadImages, "_new_video", _new_video, why="no OpenCV [ERROR] line at the end of every video")
 
 
 def shim_backend_names_literal(host: Host = PIP) -> None:
@@ -533,15 +495,15 @@ def shim_backend_names_literal(host: Host = PIP) -> None:
     from yolov5_dattn.errors import UserError
     from .input_checks import literal_names
     common = host.module("models.common")
-    if getattr(common.__dict__.get("eval"), "_yolov5_dattn_shim", False):
-        return
 
     def names_literal(text, *args):
         """`ast.literal_eval` of exported-model metadata (no globals, no calls)."""
         return literal_names(text, "model metadata")
 
-    names_literal._yolov5_dattn_shim = True
-    common.eval = names_literal  # a module global shadows the builtin for that module's code only
+    why = "exported models' class names are read as a literal, never evaluated"
+    # a module global shadows the builtin for that module's code only
+    if not patching.patch(common, "eval", names_literal, why=why):
+        return
     backend = common.DetectMultiBackend
     init = backend.__init__
 
@@ -555,7 +517,7 @@ def shim_backend_names_literal(host: Host = PIP) -> None:
             w = weights[0] if isinstance(weights, list) else weights
             raise UserError(str(e).replace("model metadata:", f"--weights {w}:", 1)) from None
 
-    backend.__init__ = __init__
+    patching.patch(backend, "__init__", __init__, why="unreadable class names in an exported model name --weights")
 
 
 def shim_no_heif_install() -> None:
@@ -565,7 +527,8 @@ def shim_no_heif_install() -> None:
     HEIF is not one of YOLOv5 7.0's image formats."""
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and hasattr(patches, "_pil_plugins_registered"):
-        patches._pil_plugins_registered = True
+        patching.patch(patches, "_pil_plugins_registered", True,
+                       why="a corrupt image is Pillow's error, not a pi-heif install attempt")
 
 
 def shim_fresh_callbacks() -> None:
@@ -580,7 +543,7 @@ def shim_fresh_callbacks() -> None:
                 return original(opt, Callbacks() if callbacks is None else callbacks)
             return functools.wraps(original)(main)
 
-        replace_function(trainer, "main", make_main(trainer.main))
+        replace_function(trainer, "main", make_main(trainer.main), why="every train.main call gets its own Callbacks")
 
 
 def shim_run_ignores_host_argv() -> None:
@@ -603,29 +566,23 @@ def shim_run_ignores_host_argv() -> None:
                 return opt
             return run
 
-        replace_function(trainer, "run", make_run(trainer))
+        replace_function(trainer, "run", make_run(trainer), why="train.run(**kwargs) parses kwargs, not the host's sys.argv")
 
 
 def shim_noval_map50s() -> None:
     """train.py with `--noval` crashes after the first epoch (UnboundLocalError: `map50s` is only set
     by validation, but logged every epoch); initialise it next to `maps`, on the same source line so
     tracebacks keep YOLOv5's line numbers."""
-    import inspect
-    import textwrap
     from yolov5 import train as trainer
 
-    if getattr(trainer.train, "_yolov5_dattn_shim", False):
+    why = "train.py --noval: map50s is set before the first epoch"
+    if patching.is_patched(trainer, "train", why):
         return
-    lines, first = inspect.getsourcelines(trainer.train)
-    source = "".join(lines)
     anchor = "maps = np.zeros(nc)  # mAP per class"
-    if source.count(anchor) != 1 or "map50s" not in source:
+    fixed = patching.replace_line(trainer.train, anchor, "maps = np.zeros(nc); map50s = np.zeros(nc)  # mAP per class")
+    if fixed is None or "map50s" not in fixed.__code__.co_varnames:
         return  # a YOLOv5 without this bug (or without this code): nothing to fix
-    source = source.replace(anchor, "maps = np.zeros(nc); map50s = np.zeros(nc)  # mAP per class")
-    code = compile("\n" * (first - 1) + textwrap.dedent(source), trainer.__file__, "exec")
-    namespace = {}
-    exec(code, vars(trainer), namespace)
-    replace_function(trainer, "train", namespace["train"])
+    replace_function(trainer, "train", fixed, why=why)
 
 
 # ---- no lost or misplaced checkpoints --------------------------------------------------------------
@@ -637,7 +594,8 @@ def shim_atomic_checkpoint_saves(host: Host = PIP) -> None:
     for name in ("utils.general", "train", "segment.train"):
         module = host.module(name) if name == "utils.general" else host.loaded(name)  # trainers once loaded
         if module is not None:
-            _set_torch_override(module, "save", atomic.atomic_save)
+            patching.override(module, "torch", "save", atomic.atomic_save,
+                              why="checkpoints are written atomically (no 0-byte last.pt after a kill)")
     export = host.loaded("export")
     if export is None or "export_onnx" not in vars(export):
         return  # not loaded, or a clone's export.py still importing (its functions come later)
@@ -663,8 +621,8 @@ def shim_atomic_checkpoint_saves(host: Host = PIP) -> None:
         return functools.wraps(original)(export_format)
 
     for name, suffix in (("export_torchscript", ".torchscript"), ("export_onnx", ".onnx")):
-        if not getattr(getattr(export, name), "_yolov5_dattn_shim", False):
-            replace_function(export, name, make_atomic(getattr(export, name), suffix), host)
+        replace_function(export, name, make_atomic(getattr(export, name), suffix), host,
+                         why="an export is written to a temp file and renamed when complete")
 
 
 def resume_save_dir(opt, last) -> str:
@@ -689,55 +647,31 @@ def shim_resume_beside_checkpoint() -> None:
     """On `--resume`, train.py/segment/train.py take `save_dir` from opt.yaml (or the checkpoint), so the run
     writes wherever that says; set it to the run folder of the checkpoint given (`resume_save_dir`), on the
     same source line so tracebacks keep YOLOv5's line numbers."""
-    import inspect
-    import textwrap
     anchor = "opt.cfg, opt.weights, opt.resume = '', str(last), True  # reinstate"
+    # no name is added to train.py: the edited line imports this module itself
+    call = "__import__('yolov5_dattn.yolov5.compat', fromlist=['_']).resume_save_dir(opt, last)"
+    why = "--resume writes beside the checkpoint it was given"
     for name in ("yolov5.train", "yolov5.segment.train"):
         trainer = sys.modules[name]
-        if getattr(trainer.main, "_yolov5_dattn_resume_dir", False) or getattr(trainer.main, "__wrapped__", None):
-            continue  # done already (a wrapped main would be the wrapper's source)
-        lines, first = inspect.getsourcelines(trainer.main)
-        source = "".join(lines)
-        if source.count(anchor) != 1:
+        if patching.is_patched(trainer, "main"):
+            continue  # done already (and a wrapped main would be the wrapper's source)
+        edited = patching.replace_line(trainer.main, anchor, anchor.replace("  #", f"; opt.save_dir = {call}  #"))
+        if edited is None:
             raise RuntimeError(f"{name}.main has changed: yolov5_dattn.yolov5.compat.shim_resume_beside_checkpoint "
                                f"needs updating")
-        source = source.replace(anchor, anchor.replace("  #", "; opt.save_dir = _yolov5_dattn_resume_dir(opt, "
-                                                              "last)  #"))
-        trainer._yolov5_dattn_resume_dir = resume_save_dir
-        code = compile("\n" * (first - 1) + textwrap.dedent(source), trainer.__file__, "exec")
-        namespace = {}
-        exec(code, vars(trainer), namespace)
-        # set directly, not with replace_function: its shim mark would stop shim_fresh_callbacks wrapping main
-        namespace["main"]._yolov5_dattn_resume_dir = True
-        trainer.main = namespace["main"]
+        patching.patch(trainer, "main", edited, why=why)
 
 
 def apply(host: Host = PIP) -> None:
     """Shims the model code of `host` needs (idempotent); run by `import yolov5_dattn` for the pip package
     and by `yolov5_dattn.yolov5.clone.install` for a git clone."""
+    from . import changes
     if host.key in _applied:
         return
     apply_before_import()
     with shim_ipython_optional() if host is not PIP else contextlib.nullcontext():
         host.module("models.yolo")  # imports models.common and utils.general (the IPython importers) now
-        shim_fonts_offline(host)
-        if host is not PIP:
-            shim_ultralytics_fonts_offline(host)
-        shim_no_pip_installs(host)
-        shim_no_hub_lookups(host)
-        shim_missing_weights_fail_fast(host)
-        shim_no_dataset_downloads(host)
-        shim_segment_detect_not_pickled(host)
-        shim_safe_torch_load(host)
-        shim_atomic_checkpoint_saves(host)
-        shim_quiet_autocast_warning(host)
-        shim_no_git_status_check(host)
-        shim_video_end_read(host)
-        shim_backend_names_literal(host)
-        shim_openvino_runtime(host)
-        shim_no_heif_install()
-        if host is not PIP:  # a clone's entry script is running already: its own module is the entry point
-            shim_legacy_onnx_exporter(host)
+        changes.apply("model", host)
     _applied.add(host.key)
 
 
@@ -747,14 +681,8 @@ def apply_entrypoints() -> None:
     apply()
     if _applied_entrypoints:
         return
+    from . import changes
     for name in _ENTRY_MODULES:
         PIP.module(name)
-    shim_safe_torch_load()
-    shim_legacy_onnx_exporter()
-    shim_noval_map50s()
-    shim_atomic_checkpoint_saves()
-    shim_export_formats()
-    shim_resume_beside_checkpoint()
-    shim_fresh_callbacks()
-    shim_run_ignores_host_argv()
+    changes.apply("entrypoints")
     _applied_entrypoints = True

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Union
 
-_MARK = "_yolov5_dattn_data_yaml"
+WHY = "a data YAML's relative path: is relative to the YAML"
 
 
 def resolve_path(data_yaml: Union[str, Path], data: dict) -> dict:
@@ -56,9 +56,10 @@ def install() -> None:
 
     from yolov5.utils import general
 
-    current = general.check_dataset
-    if getattr(current, _MARK, False):
+    from yolov5_dattn import patching
+    if patching.is_patched(general, "check_dataset", WHY):
         return
+    current = general.check_dataset
 
     def check_dataset(data, autodownload=True):
         """YOLOv5's check_dataset, with a YAML's relative `path:` taken relative to the YAML."""
@@ -70,9 +71,6 @@ def install() -> None:
                 data = resolved
         return current(data, autodownload)
 
-    setattr(check_dataset, _MARK, True)
-    check_dataset.__wrapped__ = current
-    for name, module in list(sys.modules.items()):
-        if module is not None and (name == "yolov5" or name.startswith("yolov5.")):
-            if getattr(module, "check_dataset", None) is current:
-                module.check_dataset = check_dataset
+    also = [m for n, m in list(sys.modules.items()) if m is not None and (n == "yolov5" or n.startswith("yolov5."))]
+    with patching.applying("data_yaml.install"):
+        patching.patch(general, "check_dataset", check_dataset, why=WHY, also=also)

@@ -196,16 +196,17 @@ def export_openvino(file, metadata, half, prefix="OpenVINO:"):
 
 
 # ---- yolov5.export ----------------------------------------------------------------------------------
-def patch_export(export: types.ModuleType, replace: Callable[[types.ModuleType, str, Callable], None]) -> None:
-    """Install this module's fixes into YOLOv5's `export` module; `replace(module, name, new)` swaps a function
-    (compat.replace_function). Idempotent."""
+def patch_export(export: types.ModuleType, replace: Callable[[types.ModuleType, str, Callable, str], None]) -> None:
+    """Install this module's fixes into YOLOv5's `export` module; `replace(module, name, new, why)` swaps a
+    function (compat.replace_function, i.e. `patching.patch`). Idempotent."""
+    from yolov5_dattn import patching
     from yolov5.utils.general import colorstr
 
     def openvino(file, metadata, half, prefix=colorstr("OpenVINO:")):  # try_export reads `prefix`'s default
         """YOLOv5's OpenVINO export, through `yolov5_dattn.yolov5.deploy.export_openvino`."""
         return export_openvino(file, metadata, half, prefix=prefix)
 
-    replace(export, "export_openvino", export.try_export(openvino))
+    replace(export, "export_openvino", export.try_export(openvino), "OpenVINO export through the current openvino API")
 
     run = export.run
     signature = inspect.signature(run)
@@ -222,7 +223,7 @@ def patch_export(export: types.ModuleType, replace: Callable[[types.ModuleType, 
         finally:
             _run_opset.reset(token)
 
-    replace(export, "run", functools.wraps(run)(export_run))
+    replace(export, "run", functools.wraps(run)(export_run), "export.run() defaults to opset 17 (12 has no grid_sample)")
 
     engine = export.export_engine
 
@@ -233,13 +234,11 @@ def patch_export(export: types.ModuleType, replace: Callable[[types.ModuleType, 
         def export_onnx(model, im, file, opset, *rest, **kw):
             return onnx_step(model, im, file, max(opset, _run_opset.get()), *rest, **kw)
 
-        export.export_onnx = export_onnx
-        try:
+        with patching.temporarily(export, "export_onnx", export_onnx, why="TensorRT's ONNX step at the run's opset"):
             return engine(*args, **kwargs)
-        finally:
-            export.export_onnx = onnx_step
 
-    replace(export, "export_engine", functools.wraps(engine)(export_engine))
+    replace(export, "export_engine", functools.wraps(engine)(export_engine),
+            "TensorRT's ONNX step uses the run's opset (hard-coded 12 has no grid_sample)")
 
 
 @contextlib.contextmanager

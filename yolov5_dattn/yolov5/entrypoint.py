@@ -59,13 +59,18 @@ def add_our_flags(parser: argparse.ArgumentParser, task: str, pip_defaults: bool
 def parsing(argv: Sequence[str], prog: str, extend: Callable[[argparse.ArgumentParser], None]):
     """While active, any argparse parser parses `argv` (not sys.argv) after `extend(parser)` ran once on it.
 
-    This lets YOLOv5's `parse_opt` build its parser and post-process the result as it always does.
+    This lets YOLOv5's `parse_opt` build its parser and post-process the result as it always does. A
+    temporary change (`patching.temporarily`): undone when the block exits.
     """
+    import weakref
+
+    from yolov5_dattn import patching
     real = argparse.ArgumentParser.parse_known_args
+    extended = weakref.WeakSet()
 
     def parse_known_args(self, args=None, namespace=None):
-        if not getattr(self, "_yolov5_dattn_extended", False):
-            self._yolov5_dattn_extended = True
+        if self not in extended:
+            extended.add(self)
             self.prog = prog
             extend(self)
         opt, rest = real(self, list(argv) if args is None else args, namespace)
@@ -75,11 +80,9 @@ def parsing(argv: Sequence[str], prog: str, extend: Callable[[argparse.ArgumentP
         resolve_options(opt)
         return opt, rest
 
-    argparse.ArgumentParser.parse_known_args = parse_known_args
-    try:
+    with patching.temporarily(argparse.ArgumentParser, "parse_known_args", parse_known_args,
+                              why="YOLOv5's parse_opt parses our argv, with our flags added", step="entrypoint.parsing"):
         yield
-    finally:
-        argparse.ArgumentParser.parse_known_args = real
 
 
 def parse(task: str, argv: Sequence[str], prog: Optional[str] = None, echo: Optional[List[str]] = None):
@@ -92,13 +95,20 @@ def parse(task: str, argv: Sequence[str], prog: Optional[str] = None, echo: Opti
     and a namespace of our flags.
     """
     from yolov5.utils.general import colorstr
+
+    from yolov5_dattn import patching
     module = importlib.import_module(TASKS[task])
     printer = getattr(module, "print_args", None)
+    collect = contextlib.nullcontext()
     if echo is not None and printer is not None:
         name = TASKS[task].split(".", 1)[-1].replace(".", "/")  # 'segment/predict', as YOLOv5 labels it
-        module.print_args = lambda args=None, *_, **__: echo.append(
-            colorstr(f"{name}: ") + ", ".join(f"{k}={v}" for k, v in (args or {}).items()))
-    with parsing(argv, prog or f"scripts/{task.replace('-', '/')}.py", lambda p: add_our_flags(p, task)):
+
+        def print_args(args=None, *_, **__):
+            echo.append(colorstr(f"{name}: ") + ", ".join(f"{k}={v}" for k, v in (args or {}).items()))
+
+        collect = patching.temporarily(module, "print_args", print_args, why="the options line waits for the checks",
+                                       step="entrypoint.parsing")
+    with collect, parsing(argv, prog or f"scripts/{task.replace('-', '/')}.py", lambda p: add_our_flags(p, task)):
         try:
             opt = module.parse_opt()
         except AssertionError as e:  # some parse_opt check files themselves (val: check_yaml(--data))
@@ -107,9 +117,6 @@ def parse(task: str, argv: Sequence[str], prog: Optional[str] = None, echo: Opti
                 raise
             flag = next((a for a, v in zip(argv, argv[1:]) if a.startswith("--") and v == missing), "a path")
             raise UserError(f"{flag} {missing} not found: check the path") from None
-        finally:
-            if printer is not None:
-                module.print_args = printer
     ours = argparse.Namespace(**{k: opt.__dict__.pop(k) for k in OUR_FLAGS})
     return opt, ours
 

@@ -40,16 +40,11 @@ def _say(message: str) -> None:
 # ---- 1. the model ----------------------------------------------------------------------------------
 
 
-def _failing_layer(tb) -> Optional[SimpleNamespace]:
-    """The layer parse_model was building when it raised: index, module and args, from its frame."""
-    layer = None
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code.co_name == "parse_model" and "i" in frame.f_locals:
-            loc = frame.f_locals
-            layer = SimpleNamespace(i=loc["i"], m=loc.get("m"), args=loc.get("args"))
-        tb = tb.tb_next
-    return layer
+def _failing_layer(error: BaseException) -> Optional[SimpleNamespace]:
+    """The layer parse_model was building when it raised `error`: index, module and args, as the hooked
+    parse_model attached them (`registry.failing_layer`)."""
+    from .registry import failing_layer
+    return failing_layer(error)
 
 
 def _module_names() -> List[str]:
@@ -87,7 +82,7 @@ def build_from_cfg(cfg: str):
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"--cfg {cfg} is not valid YAML{where}: fix its syntax") from None
     except (NameError, AttributeError) as e:
-        layer = _failing_layer(e.__traceback__)
+        layer = _failing_layer(e)
         if isinstance(e, AttributeError) and not (layer is not None and isinstance(layer.m, str)):
             raise
         name = layer.m if layer is not None and isinstance(layer.m, str) else getattr(e, "name", None) or str(e)
@@ -97,12 +92,12 @@ def build_from_cfg(cfg: str):
         where = f"layer {layer.i} uses" if layer is not None else "names"
         raise UserError(f"--cfg {cfg}: {where} unknown module '{name}': {hint}") from None
     except KeyError as e:
-        layer = _failing_layer(e.__traceback__)
+        layer = _failing_layer(e)
         where = f" in {_describe(layer)}" if layer is not None else ""
         raise UserError(f"--cfg {cfg}: missing key {e}{where}: a YOLOv5 model YAML needs nc, depth_multiple, "
                         f"width_multiple, anchors, backbone and head") from None
     except (ValueError, TypeError, IndexError) as e:
-        layer = _failing_layer(e.__traceback__)
+        layer = _failing_layer(e)
         if layer is None:
             raise
         message = " ".join(str(e).split())

@@ -10,7 +10,16 @@ The same rewrite removes parse_model's three `eval` calls (`eval(act)`, `eval(m)
 else m`, `eval(a) if isinstance(a, str) else a`): a model dict may come from a checkpoint anyone wrote,
 so each becomes a call of `yolov5_dattn.yolov5.safe_yaml.resolve`, which resolves names from explicit
 namespaces and literals with `ast.literal_eval` and never runs YAML text. A parse_model left with any
-`eval` is refused (UnsupportedYOLOv5). This file is the only code that knows parse_model's internals.
+`eval` is refused (UnsupportedYOLOv5).
+
+The rewrite also wraps the body of parse_model's per-layer loop in `try/except`: an exception raised while
+layer `i` is built leaves with `(i, m, args)` attached (`failing_layer(e)`), so a build error can name its
+layer (`preflight`) without reading anyone's frames. Line numbers are kept. This file is the only code that
+knows parse_model's internals; every change it makes goes through `yolov5_dattn.patching`.
+
+Names are checked: registering a name that the host's `models.yolo` defines already (YOLOv5's own `C3`), or
+that another class holds in the registry, raises `RegistryConflict` saying where the first one is defined,
+unless `force=True`. `registered()` lists the registry (`yolov5-dattn registry` prints it).
 """
 import ast
 import functools
@@ -18,19 +27,68 @@ import importlib.util
 import inspect
 import os
 import sys
-from types import ModuleType
-from typing import Optional
+from dataclasses import dataclass
+from types import ModuleType, SimpleNamespace
+from typing import List, Optional
 
 from torch import nn
+
+from yolov5_dattn import patching
 
 CHANNEL_SET = "_yolov5_dattn_channel_modules"  # names injected into yolo.py's globals
 REPEAT_SET = "_yolov5_dattn_repeat_modules"
 RESOLVE = "_yolov5_dattn_resolve"  # safe_yaml.resolve bound to that yolo module
 EVAL_ROLES = ("a", "act", "m")  # the variables YOLOv5's parse_model evaluates
+LAYER_ATTR = "parse_model_layer"  # set on an exception raised while a layer is built: (i, m, args)
+LAYER_ERROR = "_parse_model_layer_error"  # the except clause's local in the rewritten parse_model
+HOOK_WHY = "parse_model learns the registered modules, resolves names without eval, names a failing layer"
+SETS_WHY = "the registered modules' classes, for parse_model's extended set literals"
+RESOLVE_WHY = "safe_yaml.resolve for this yolo module: parse_model's names without eval"
+REGISTER_WHY = "a registered module, usable by name in model YAMLs"
 
 
 class UnsupportedYOLOv5(RuntimeError):
     """The installed YOLOv5's parse_model does not have the shape this hook rewrites."""
+
+
+class RegistryConflict(ValueError):
+    """`register_module` was given a name that YOLOv5 or another registered class holds already."""
+
+
+def failing_layer(error: BaseException) -> Optional[SimpleNamespace]:
+    """The layer a hooked parse_model was building when `error` was raised: SimpleNamespace(i, m, args) (m
+    the YAML's module name when that is what failed to resolve), or None when it was raised elsewhere."""
+    layer = getattr(error, LAYER_ATTR, None)
+    return SimpleNamespace(i=layer[0], m=layer[1], args=layer[2]) if layer is not None else None
+
+
+class _AttributeLayers(ast.NodeTransformer):
+    """Wraps the body of `for i, (f, n, m, args) in enumerate(...)` in try/except that attaches (i, m, args)
+    to the exception (the first, innermost layer wins) and re-raises it unchanged."""
+
+    def __init__(self):
+        self.wrapped = 0
+
+    def visit_For(self, node):
+        self.generic_visit(node)
+        target = node.target
+        names = [e.id for e in ast.walk(target) if isinstance(e, ast.Name)]
+        if names[:1] != ["i"] or not {"m", "args"} <= set(names):
+            return node
+        handler = ast.parse(
+            f"try:\n    pass\nexcept Exception as {LAYER_ERROR}:\n"
+            f"    if not hasattr({LAYER_ERROR}, {LAYER_ATTR!r}):\n"
+            f"        try:\n            {LAYER_ERROR}.{LAYER_ATTR} = (i, m, args)\n"
+            f"        except AttributeError:\n            pass\n"
+            f"    raise\n").body[0]
+        handler.body = node.body
+        for new in ast.walk(handler):  # the new lines take the loop's first line; the body keeps its own
+            if new not in node.body and not any(new is x for b in node.body for x in ast.walk(b)):
+                if "lineno" in new._attributes:
+                    ast.copy_location(new, node.body[0])
+        node.body = [handler]
+        self.wrapped += 1
+        return node
 
 
 def _yolov5_version() -> str:
@@ -114,6 +172,8 @@ def _patched_parse_model(yolo: ModuleType, *, safe: bool = True):
         raise UnsupportedYOLOv5(
             f"yolov5_dattn: the installed yolov5 {_yolov5_version()} has a parse_model this plugin does not "
             f"recognise (expected the two `m in {{... C3 ...}}` sets of 7.0.x): install yolov5==7.0.14")
+    # a parse_model without 7.0's per-layer loop still works, its build errors just name no layer
+    tree = ast.fix_missing_locations(_AttributeLayers().visit(tree))
     if safe:
         no_eval = _ReplaceEval()
         tree = ast.fix_missing_locations(no_eval.visit(tree))
@@ -123,13 +183,13 @@ def _patched_parse_model(yolo: ModuleType, *, safe: bool = True):
                 f"yolov5_dattn: the installed yolov5 {_yolov5_version()} has a parse_model whose eval calls this "
                 f"plugin does not recognise (expected eval(act), eval(m), eval(a) of 7.0.x): install "
                 f"yolov5==7.0.14")
-        setattr(yolo, RESOLVE, functools.partial(safe_yaml.resolve, yolo=yolo,
-                                                 local_names=frozenset(original.__code__.co_varnames)))
+        patching.patch(yolo, RESOLVE, functools.partial(safe_yaml.resolve, yolo=yolo,
+                                                        local_names=frozenset(original.__code__.co_varnames)),
+                       why=RESOLVE_WHY)
     namespace = {}
     exec(compile(tree, original.__code__.co_filename, "exec"), vars(yolo), namespace)
     patched = namespace["parse_model"]
     patched.__wrapped__ = original
-    patched._yolov5_dattn = True
     return patched
 
 
@@ -167,13 +227,53 @@ def _alias_flat_imports() -> None:
             sys.modules.setdefault(name[len("yolov5."):], module)
 
 
-# name -> (module class, takes repeats); shared by every hooked yolo module
+@dataclass(frozen=True)
+class Registration:
+    """One registered module: the YAML name, the class, how parse_model builds it, where it is defined."""
+    name: str
+    cls: type
+    channels: bool
+    repeats: bool
+    force: bool = False
+
+    @property
+    def where(self) -> str:
+        """'package.module (path/to/file.py:12)'."""
+        return where_defined(self.cls)
+
+
+def where_defined(obj) -> str:
+    """Where class or function `obj` is defined: 'module.Name (file:line)', or just the module when the
+    source cannot be found."""
+    module = getattr(obj, "__module__", "?")
+    name = f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
+    try:
+        return f"{name} ({inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]})"
+    except (OSError, TypeError):
+        return name
+
+
+# name -> Registration; shared by every hooked yolo module
 _registered = {}
-_hooked = []
+_hooked: List[ModuleType] = []
+
+
+def registered() -> List[Registration]:
+    """Everything registered, in registration order (ours first)."""
+    return list(_registered.values())
+
+
+def _host_conflict(yolo: ModuleType, name: str) -> Optional[str]:
+    """Where the host's own `name` in `yolo`'s globals is defined, if it has one we did not put there."""
+    if name not in vars(yolo) or patching.is_patched(yolo, name, REGISTER_WHY):
+        return None
+    value = vars(yolo)[name]
+    return where_defined(value) if isinstance(value, type) or callable(value) else \
+        f"{yolo.__name__}.{name} ({getattr(yolo, '__file__', '?')})"
 
 
 def register_module(module: Optional[type] = None, *, channels: bool = True, repeats: bool = False,
-                    name: Optional[str] = None):
+                    name: Optional[str] = None, force: bool = False):
     """Make a module usable by name in YOLOv5 YAMLs, like YOLOv5's own.
 
     Args:
@@ -184,29 +284,58 @@ def register_module(module: Optional[type] = None, *, channels: bool = True, rep
         repeats: True if the third argument is a repeat count n (as C3): the YAML's `number` is
             depth-scaled and passed as n instead of stacking n copies.
         name: the name YAMLs use; defaults to the class name.
+        force: replace what holds `name` already (a YOLOv5 module such as `C3`, or another registered class)
+            instead of raising `RegistryConflict`.
     Returns the class, so it can be used as a decorator, bare (`@register_module`) or with arguments
-    (`@register_module(repeats=True)`).
+    (`@register_module(repeats=True)`). Registering the same class under the same name again is a no-op.
     """
     if module is None:
-        return lambda cls: register_module(cls, channels=channels, repeats=repeats, name=name)
+        return lambda cls: register_module(cls, channels=channels, repeats=repeats, name=name, force=force)
     if not (isinstance(module, type) and issubclass(module, nn.Module)):
         raise TypeError(f"register_module expects an nn.Module class, got {module!r}")
-    _registered[name or module.__name__] = (module, channels, repeats)
+    name = name or module.__name__
+    new = Registration(name, module, channels, repeats, force)
+    old = _registered.get(name)
+    if old is not None and old.cls is module and (old.channels, old.repeats) == (channels, repeats):
+        return module
+    if old is not None and old.cls is not module and not force:
+        raise RegistryConflict(f"register_module: the name {name!r} is registered already, for {old.where}; "
+                               f"pass name= another name, or force=True to replace it")
+    if not force:
+        for yolo in _hooked:
+            first = _host_conflict(yolo, name)
+            if first is not None:
+                raise RegistryConflict(f"register_module: the name {name!r} is YOLOv5's own, {first}; pass "
+                                       f"name= another name, or force=True to replace it in YAMLs")
+    _registered[name] = new
     for yolo in _hooked:
         _publish(yolo)
     return module
 
 
 def _publish(yolo: ModuleType) -> None:
-    channel, repeat = set(), set()
-    for name, (module, channels, repeats) in _registered.items():
-        setattr(yolo, name, module)
-        if channels:
-            channel.add(module)
-        if channels and repeats:
-            repeat.add(module)
-    setattr(yolo, CHANNEL_SET, channel)
-    setattr(yolo, REPEAT_SET, repeat)
+    """Put every registered class into `yolo`'s globals and its sets (through `patching`); RegistryConflict
+    for a registration (made before this yolo was hooked) whose name the host defines itself."""
+    for r in _registered.values():
+        current = patching.patched(yolo, r.name, REGISTER_WHY)
+        if current is not None and current.replacement is r.cls:
+            continue
+        if current is not None:
+            patching.undo(where=lambda c: c is current)
+        first = _host_conflict(yolo, r.name)
+        if first is not None and not r.force:
+            del _registered[r.name]
+            raise RegistryConflict(f"register_module: the name {r.name!r} is YOLOv5's own, {first}; pass name= "
+                                   f"another name, or force=True to replace it in YAMLs")
+        patching.patch(yolo, r.name, r.cls, why=REGISTER_WHY)
+    for attr in (CHANNEL_SET, REPEAT_SET):
+        if not patching.is_patched(yolo, attr, SETS_WHY):
+            patching.patch(yolo, attr, set(), why=SETS_WHY)
+    # the sets are ours: updated in place, so a registration needs no new change
+    getattr(yolo, CHANNEL_SET).clear()
+    getattr(yolo, CHANNEL_SET).update(r.cls for r in _registered.values() if r.channels)
+    getattr(yolo, REPEAT_SET).clear()
+    getattr(yolo, REPEAT_SET).update(r.cls for r in _registered.values() if r.channels and r.repeats)
 
 
 def register(yolo: Optional[ModuleType] = None) -> None:
@@ -224,8 +353,13 @@ def register(yolo: Optional[ModuleType] = None) -> None:
     if yolo is None:
         yolo = _default_yolo()
         _alias_flat_imports()
-    if not getattr(yolo.parse_model, "_yolov5_dattn", False):
-        yolo.parse_model = _patched_parse_model(yolo)
+    if not patching.is_patched(yolo, "parse_model", HOOK_WHY):
+        patching.patch(yolo, "parse_model", _patched_parse_model(yolo), why=HOOK_WHY)
     if yolo not in _hooked:
         _hooked.append(yolo)
     _publish(yolo)
+
+
+def install_hook(host=None) -> None:
+    """`register` for `host` (a `compat.Host`): the pip package's `yolov5.models.yolo` or a clone's `models.yolo`."""
+    register(None if host is None or host.root is None else host.module("models.yolo"))

@@ -8,8 +8,10 @@ letterboxed to exactly `--imgsz`. Off (the default), the wrappers pass every arg
 """
 import sys
 
+from yolov5_dattn import patching
+
 _active = False
-_MARK = "_yolov5_dattn_square_inputs"
+WHY = "square inputs for a fixed_pe model (inert until preflight turns them on)"
 LOADER_MODULES = ("yolov5.train", "yolov5.val", "yolov5.segment.train", "yolov5.segment.val")
 SOURCE_MODULES = ("yolov5.detect", "yolov5.segment.predict")
 SOURCE_CLASSES = ("LoadImages", "LoadStreams", "LoadScreenshots")
@@ -32,7 +34,6 @@ def _square_loader(original):
         if _active:
             kwargs["rect"], kwargs["pad"] = False, 0.0
         return original(*args, **kwargs)
-    setattr(create_dataloader, _MARK, True)
     create_dataloader.__wrapped__ = original
     return create_dataloader
 
@@ -42,7 +43,6 @@ def _square_source(original):
         if _active:
             kwargs["auto"] = False
         return original(*args, **kwargs)
-    setattr(load, _MARK, True)
     load.__wrapped__ = original
     return load
 
@@ -50,12 +50,13 @@ def _square_source(original):
 def install() -> None:
     """Wrap the loaders of YOLOv5's entry modules that are imported (idempotent, inert while off)."""
     import importlib
-    for name in LOADER_MODULES + SOURCE_MODULES:
-        module = sys.modules.get(name) or importlib.import_module(name)
-        if name in LOADER_MODULES:
-            if not getattr(module.create_dataloader, _MARK, False):
-                module.create_dataloader = _square_loader(module.create_dataloader)
-        else:
-            for cls in SOURCE_CLASSES:
-                if not getattr(getattr(module, cls), _MARK, False):
-                    setattr(module, cls, _square_source(getattr(module, cls)))
+    with patching.applying("square_inputs.install"):
+        for name in LOADER_MODULES + SOURCE_MODULES:
+            module = sys.modules.get(name) or importlib.import_module(name)
+            if name in LOADER_MODULES:
+                if not patching.is_patched(module, "create_dataloader", WHY):
+                    patching.patch(module, "create_dataloader", _square_loader(module.create_dataloader), why=WHY)
+            else:
+                for cls in SOURCE_CLASSES:
+                    if not patching.is_patched(module, cls, WHY):
+                        patching.patch(module, cls, _square_source(getattr(module, cls)), why=WHY)

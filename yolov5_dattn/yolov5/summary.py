@@ -6,21 +6,26 @@ of the feature map (HW · Ns), not linearly with the pixel count. We replace it 
 size (thop convention + the FLOPs thop misses, see `yolov5_dattn.analysis.flops`), on a weightless meta copy.
 
 Which size? `DetectionModel.__init__` and `fuse()` call `info()` with YOLOv5's default 640 and nothing
-else, yet the size is known a few frames up: `opt.imgsz` in `train()`, the `imgsz` argument of
-`val.run`, `detect.run`, `export.run`. We read the nearest such value from the calling frames (a model
-built elsewhere reports at 640, YOLOv5's default). `summary_imgsz(...)` forces a size explicitly.
+else, yet the entry functions know it: `opt.imgsz` of `train.train`, the `imgsz` argument of `val.run`,
+`detect.run`, `export.run` and their segment twins. `install_sizes` wraps those functions so that their
+body runs inside `summary_imgsz(<that size>)`; a model built anywhere else reports at 640, YOLOv5's
+default. `summary_imgsz(...)` sets a size explicitly.
 """
 import contextlib
+import functools
+import inspect
 import logging
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator, List, Optional
 
+from yolov5_dattn import patching
 from yolov5_dattn.analysis.flops import ImgSize, count_flops, image_shape
 
 _forced: List[ImgSize] = []  # stack of sizes set by `summary_imgsz`
-_MAX_FRAMES = 16  # train() -> Model() -> DetectionModel.__init__ -> info -> model_info is 5 deep
+# YOLOv5 entry modules (host-relative) and the function of each that knows the run's image size
+SIZED_ENTRIES = (("train", "train"), ("segment.train", "train"), ("val", "run"), ("segment.val", "run"),
+                 ("detect", "run"), ("segment.predict", "run"), ("export", "run"))
 
 
 def _as_size(value) -> Optional[List[int]]:
@@ -35,24 +40,53 @@ def _as_size(value) -> Optional[List[int]]:
     return None
 
 
-def caller_imgsz(default: ImgSize = 640, skip: int = 1) -> List[int]:
-    """The image size of the YOLOv5 run that is building or loading a model, read from the call stack.
+def current_imgsz(default: ImgSize = 640) -> List[int]:
+    """The image size of the running YOLOv5 entry function (the innermost `summary_imgsz`), as [h, w];
+    `default` outside one."""
+    return image_shape(_forced[-1] if _forced else default)
 
-    Looks, nearest frame first, for `opt.imgsz` or a local `imgsz`; `skip` frames (ours) are ignored.
-    Returns [h, w]; `default` when no frame has one.
-    """
-    if _forced:
-        return image_shape(_forced[-1])
-    frame = sys._getframe(skip + 1)
-    for _ in range(_MAX_FRAMES):
-        if frame is None:
-            break
-        local = frame.f_locals
-        size = _as_size(getattr(local.get("opt"), "imgsz", None)) or _as_size(local.get("imgsz"))
-        if size:
-            return size
-        frame = frame.f_back
-    return image_shape(default)
+
+def sized(function, size_of):
+    """`function` whose body runs inside `summary_imgsz(size_of(arguments))`, where `arguments` maps its
+    parameter names to the values of the call (defaults included); a value that is not an image size
+    leaves the summary size as it was."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def run_at_imgsz(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            size = _as_size(size_of(bound.arguments))
+        except TypeError:  # a call YOLOv5 itself will refuse: let it
+            size = None
+        with summary_imgsz(size) if size else contextlib.nullcontext():
+            return function(*args, **kwargs)
+
+    return run_at_imgsz
+
+
+def _imgsz_of(arguments) -> object:
+    """`opt.imgsz` (train) or the `imgsz` argument (val, detect, export)."""
+    if "opt" in arguments:
+        return getattr(arguments["opt"], "imgsz", None)
+    size = arguments.get("imgsz")
+    return list(size) if isinstance(size, tuple) else size
+
+
+def install_sizes(host=None) -> None:
+    """Wrap the entry functions of `host` (a `compat.Host`, default the pip package) that are loaded and
+    defined: `train.train` reports at `opt.imgsz`, `val.run`, `detect.run`, `export.run` (and the segment
+    ones) at their `imgsz`. Idempotent."""
+    from .compat import PIP
+    host = PIP if host is None else host
+    for module_name, function_name in SIZED_ENTRIES:
+        module = host.loaded(module_name)
+        function = getattr(module, function_name, None) if module is not None else None
+        if not inspect.isfunction(function):
+            continue  # not loaded, or a clone's script still being imported (its functions come later)
+        patching.patch(module, function_name, sized(function, _imgsz_of),
+                       why="the model summary reports at the run's image size")
 
 
 @contextlib.contextmanager
@@ -99,8 +133,8 @@ def _logger(model) -> logging.Logger:
 def model_info(model, verbose: bool = False, imgsz: ImgSize = 640, detailed: Optional[bool] = None) -> None:
     """Drop-in for `yolov5.utils.torch_utils.model_info`: parameter counts and GFLOPs at the run's image size.
 
-    `imgsz` is what YOLOv5 passes (always its default 640); the size of the running YOLOv5 entry point,
-    when one is found on the call stack, takes precedence (see the module docstring). `detailed` is the
+    `imgsz` is what YOLOv5 passes (always its default 640); the size of the running YOLOv5 entry function
+    (`install_sizes`, `summary_imgsz`) takes precedence (see the module docstring). `detailed` is the
     name a YOLOv5 master clone passes `verbose` by.
     """
     verbose = verbose if detailed is None else detailed
@@ -117,36 +151,25 @@ def model_info(model, verbose: bool = False, imgsz: ImgSize = 640, detailed: Opt
         for i, (name, p) in enumerate(model.named_parameters()):
             LOGGER.info(f"{i:5d} {name.replace('module_list.', ''):>40} {str(p.requires_grad):>9} {p.numel():12d} "
                         f"{str(list(p.shape)):>20} {p.mean().item():10.3g} {p.std().item():10.3g}")
-    size = caller_imgsz(default=imgsz, skip=1)
+    size = current_imgsz(default=imgsz)
     name = Path(model.yaml_file).stem.replace("yolov5", "YOLOv5") if hasattr(model, "yaml_file") else "Model"
     LOGGER.info(f"{name} summary: {len(list(model.modules()))} layers, {n_p} parameters, {n_g} gradients"
                 f"{gflops_text(model, size)}")
 
 
-_originals = {}
+WHY = "model.info() counts the attention, at the run's image size"
 
 
-def install(yolo: Optional[ModuleType] = None, *also: ModuleType) -> None:
-    """Make `model.info()` use our `model_info`. Idempotent.
-
-    Args:
-        yolo: the module whose `model_info` global `DetectionModel.info` calls; default the pip package's
-            `yolov5.models.yolo` (and `yolov5.utils.torch_utils`). Pass a git clone's `models.yolo` for a clone.
-        also: more modules whose `model_info` to replace (a clone's `utils.torch_utils`).
-    """
-    targets = [yolo, *also] if yolo is not None else []
-    if yolo is None:
-        import yolov5.models.yolo
-        import yolov5.utils.torch_utils
-        targets = [yolov5.models.yolo, yolov5.utils.torch_utils]
-    for module in targets:
-        if getattr(module, "model_info", None) is not model_info:
-            _originals[module] = module.model_info
-            module.model_info = model_info
+def install(host=None) -> None:
+    """Make `model.info()` of `host` (a `compat.Host`, default the pip package) use our `model_info`: the
+    `model_info` global of its `models.yolo` (what `DetectionModel.info` calls) and of `utils.torch_utils`.
+    Idempotent."""
+    from .compat import PIP
+    host = PIP if host is None else host
+    for name in ("models.yolo", "utils.torch_utils"):
+        patching.patch(host.module(name), "model_info", model_info, why=WHY)
 
 
 def uninstall() -> None:
     """Restore YOLOv5's own `model_info` wherever `install` replaced it."""
-    while _originals:
-        module, original = _originals.popitem()
-        module.model_info = original
+    patching.undo(where=lambda c: c.name == "model_info" and c.why == WHY)

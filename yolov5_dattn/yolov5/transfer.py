@@ -92,7 +92,6 @@ def _reporting(intersect_dicts):
         LOGGER.info(format_table(last_report))
         return result
 
-    intersect_dicts_with_report._yolov5_dattn_transfer = True
     intersect_dicts_with_report.__wrapped__ = intersect_dicts
     return intersect_dicts_with_report
 
@@ -101,6 +100,10 @@ def install() -> None:
     """Report transfers in YOLOv5's detection and segmentation training (idempotent)."""
     import yolov5.segment.train
     import yolov5.train
-    for module in (yolov5.train, yolov5.segment.train):
-        if not getattr(module.intersect_dicts, "_yolov5_dattn_transfer", False):
-            module.intersect_dicts = _reporting(module.intersect_dicts)
+
+    from yolov5_dattn import patching
+    why = "a --weights transfer reports what starts fresh"
+    with patching.applying("transfer.install"):
+        for module in (yolov5.train, yolov5.segment.train):
+            if not patching.is_patched(module, "intersect_dicts", why):
+                patching.patch(module, "intersect_dicts", _reporting(module.intersect_dicts), why=why)
