@@ -28,11 +28,22 @@ For each case (level P5/P4/P3 × batch × forward / forward+backward):
 
 Reference cases whose score matrices would not fit in --max-gb are skipped and say so.
 
+With --configs, the layers are those of shipped model configs instead of the three levels: every DAttention of each
+config at --imgsz, with its own channels, map size and options (8 heads on c2 * e channels: 4 to 80 channels per
+head), at batch 1 and 8, forward and forward+backward, timed three ways in one process, calls rotating: the
+reference, ours (`fast`: DAttention as it runs, our CPU kernel where it applies) and `sdpa` (the same module with
+PyTorch's scaled_dot_product_attention forced). '% pk' there counts only the attention's QKᵀ and AV FLOPs
+(backward twice the forward's), against the matmul peak measured in the same process: how close the attention
+kernel comes to the machine while it runs inside the layer. A layer that several configs share is timed once.
+No memory process in this mode.
+
     python scripts/benchmark_attention.py                          # the full table, fp32, 2 threads
     python scripts/benchmark_attention.py --levels P3 --batch 1 --json bench.json
     python scripts/benchmark_attention.py --levels P3 --batch 1 --passes fwd+bwd --repeats 3   # steadier ratio
     python scripts/benchmark_attention.py --device cuda --dtype fp16 bf16
     python scripts/benchmark_attention.py --train-step configs/yolov5s_c3_dattn_p3p4p5.yaml --imgsz 640 --batch 16
+    python scripts/benchmark_attention.py --configs                       # every shipped detection config's layers
+    python scripts/benchmark_attention.py --configs yolov5s_c3_dattn_p3p4p5.yaml --batch 1 --json layers.json
 """
 import argparse
 import json
@@ -46,6 +57,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = {"P5": (512, 20), "P4": (256, 40), "P3": (128, 80)}  # channels, map side at --imgsz 640
 DTYPES = ("fp32", "fp16", "bf16")
+IMPLS = ("reference", "fast", "sdpa")  # sdpa: the fast module with PyTorch's kernel forced (--configs)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,8 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="batch sizes to measure (default 1 4 16; with --train-step one size, default 16)")
     parser.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
                         help="forward only (under no_grad) and/or forward+backward")
-    parser.add_argument("--impl", nargs="+", default=["reference", "fast"], choices=["reference", "fast"],
-                        help="implementations to measure; ratios need both")
+    parser.add_argument("--impl", nargs="+", default=None, choices=IMPLS,
+                        help="implementations to measure (default reference fast; with --configs reference fast "
+                             "sdpa); ratios need fast and the other")
     parser.add_argument("--dtype", nargs="+", default=None, choices=DTYPES,
                         help="precisions to measure (default: fp32 on CPU; fp32 fp16 bf16 on CUDA)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -75,9 +88,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-step", type=Path, default=None, metavar="CFG",
                         help="instead of the table: peak memory and time of one training step of this model YAML "
                              "(forward, YOLOv5 loss, backward, SGD step) with random images and boxes")
-    parser.add_argument("--imgsz", type=int, default=640, help="--train-step image size")
+    parser.add_argument("--configs", nargs="*", default=None, metavar="CFG",
+                        help="instead of --levels: every DAttention layer of these model YAMLs (paths or shipped "
+                             "names; none given: every shipped detection config) at --imgsz")
+    parser.add_argument("--imgsz", type=int, default=640, help="image size for --configs and --train-step")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one measurement, JSON spec
-    return parser.parse_args(argv)
+    opt = parser.parse_args(argv)
+    if opt.impl is None:
+        opt.impl = ["reference", "fast", "sdpa"] if opt.configs is not None else ["reference", "fast"]
+    return opt
 
 
 # ---- measuring (runs inside a fresh worker process) -------------------------------------------------
@@ -140,32 +159,42 @@ def measure_case(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     DAttention, ReferenceDAttention = _import_attention_modules()
     from yolov5_dattn.analysis.flops import flop_counter  # torch's counter with our SDPA formulas (not in every release)
+    from yolov5_dattn.nn import dattention
     device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
-    C, side, B = spec["channels"], spec["side"], spec["batch"]
+    C, B = spec["channels"], spec["batch"]
+    h, w = spec.get("hw") or (spec["side"], spec["side"])
+    kwargs = spec.get("kwargs", {})  # DAttention's options besides channel and q_size (--configs)
     impls = spec["impls"] if spec["measure"] == "time" else [spec["impl"]]
     torch.manual_seed(0)
-    fast = DAttention(C, (side, side))
+    fast = DAttention(C, (h, w), **kwargs)
     modules = {}
     for impl in impls:
-        if impl == "fast":
+        if impl in ("fast", "sdpa"):  # one module: the same weights, only the kernel differs
             modules[impl] = fast
         else:
-            modules[impl] = ReferenceDAttention(C, (side, side))
+            modules[impl] = ReferenceDAttention(C, (h, w), **kwargs)
             modules[impl].load_state_dict(fast.state_dict())  # same weights
         modules[impl].to(device, dtype)
     del fast
     backward = spec["pass"] == "fwd+bwd"
-    x = torch.randn(B, C, side, side, device=device, dtype=dtype, requires_grad=backward)
+    x = torch.randn(B, C, h, w, device=device, dtype=dtype, requires_grad=backward)
 
-    def call(module) -> float:
+    def call(impl) -> float:
+        module = modules[impl]
+        kernel = dattention.cpu_attention
         started = time.perf_counter()
-        if backward:
-            module.zero_grad(set_to_none=True)
-            x.grad = None
-            module(x).sum().backward()
-        else:
-            with torch.no_grad():
-                module(x)
+        try:
+            if impl == "sdpa":  # without the module select_kernel names PyTorch's kernel
+                dattention.cpu_attention = None
+            if backward:
+                module.zero_grad(set_to_none=True)
+                x.grad = None
+                module(x).sum().backward()
+            else:
+                with torch.no_grad():
+                    module(x)
+        finally:
+            dattention.cpu_attention = kernel
         _sync(device)
         return time.perf_counter() - started
 
@@ -175,11 +204,11 @@ def measure_case(spec: dict) -> dict:
         while len(times[impls[0]]) < runs and (len(times[impls[0]]) < 2
                                                or time.perf_counter() - started < spec["case_seconds"]):
             for impl in (impls if len(times[impls[0]]) % 2 == 0 else impls[::-1]):
-                times[impl].append(call(modules[impl]))
+                times[impl].append(call(impl))
         return times
 
     if spec["measure"] == "memory":
-        call(modules[impls[0]])  # warm-up
+        call(impls[0])  # warm-up
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             baseline = torch.cuda.memory_allocated(device)
@@ -196,20 +225,25 @@ def measure_case(spec: dict) -> dict:
     counted = {}
     for impl in impls:
         with flop_counter() as counter:  # the warm-up call, counted
-            call(modules[impl])
+            call(impl)
         counted[impl] = counter
     times = timed(spec["runs"])
     peak = max(peak_before, measure_matmul_peak(spec)["gflops"])
     result = {}
     for impl in impls:
-        ops = {str(op) for op in counted[impl].get_flop_counts()["Global"]}
-        kernel = ("ours (cpu_attention)" if "yolov5_dattn.attention_cpu" in ops
-                  else "sdpa" if any("scaled_dot_product" in op for op in ops) else "explicit")
+        counts = {str(op): n for op, n in counted[impl].get_flop_counts()["Global"].items()}
+        kernel = ("ours (cpu_attention)" if "yolov5_dattn.attention_cpu" in counts
+                  else "sdpa" if any("scaled_dot_product" in op for op in counts) else "explicit")
         result[impl] = {"median_s": statistics.median(times[impl]), "runs": len(times[impl]),
                         "gflop": counted[impl].get_total_flops() / 1e9, "kernel": kernel,
                         "matmul_peak_gflops": peak}
-    if len(impls) == 2:
-        result["paired_speedups"] = [r / f for r, f in zip(times["reference"], times["fast"])]
+        if kernel != "explicit":  # the fused kernel's own FLOPs: QKᵀ and AV, backward twice the forward's
+            result[impl]["attention_gflop"] = sum(n for op, n in counts.items()
+                                                  if "attention_cpu" in op or "scaled_dot_product" in op) / 1e9
+    if "fast" in impls:  # per pair of neighbouring calls: other time / ours
+        for other, key in (("reference", "paired_speedups"), ("sdpa", "paired_vs_sdpa")):
+            if other in impls:
+                result[key] = [o / f for o, f in zip(times[other], times["fast"])]
     return result
 
 
@@ -313,15 +347,22 @@ def best_of(tries: list, memory: dict) -> dict:
 
 def add_ratios(row: dict, peak) -> None:
     """Speed-up and memory ratio of fast over reference, and each one's fraction of the matmul peak."""
-    ref, fast = row.get("reference", {}), row.get("fast", {})
-    for r in (ref, fast):
+    ref, fast, sdpa = row.get("reference", {}), row.get("fast", {}), row.get("sdpa", {})
+    attention = fast.get("attention_gflop") or sdpa.get("attention_gflop")  # the same computation in all three
+    for r in (ref, fast, sdpa):
         local = r.get("matmul_peak_gflops") or peak  # the peak measured around this case, else the run's
         if "median_s" in r and local:
             r["fraction_of_peak"] = r["gflop"] / r["median_s"] / local
+            if attention:
+                r["attention_fraction_of_peak"] = attention / r["median_s"] / local
     if "median_s" in ref and "median_s" in fast:
         row["speedup"] = (statistics.median(row["paired_speedups"]) if row.get("paired_speedups")
                           else ref["median_s"] / fast["median_s"])
-        row["memory_ratio"] = ref["peak_mb"] / max(fast["peak_mb"], 1e-3)
+        if "peak_mb" in ref and "peak_mb" in fast:
+            row["memory_ratio"] = ref["peak_mb"] / max(fast["peak_mb"], 1e-3)
+    if "median_s" in sdpa and "median_s" in fast:
+        row["speedup_vs_sdpa"] = (statistics.median(row["paired_vs_sdpa"]) if row.get("paired_vs_sdpa")
+                                  else sdpa["median_s"] / fast["median_s"])
 
 
 HEADER = (f"{'level':5} {'C':>4} {'HxW':>6} {'B':>3} {'pass':8} {'dtype':5} | {'ref ms':>8} {'fast ms':>8} "
@@ -365,6 +406,138 @@ def print_table(result: dict) -> None:
         print(f"  fast attention kernel at {'/'.join(sorted(set(levels)))}: {kernel}")
     notes = {f"{r['level']} B={r['batch']} {r['pass']}: {r[i]['skipped'] if 'skipped' in r[i] else r[i]['error']}"
              for r in result["rows"] for i in ("reference", "fast") if i in r and ("skipped" in r[i] or "error" in r[i])}
+    for note in sorted(notes):
+        print("  " + note)
+
+
+# ---- the layers of shipped configs (--configs) -----------------------------------------------------------
+def detection_configs() -> list:
+    """The shipped detection model YAMLs (the top level of the configs folder), as paths."""
+    from yolov5_dattn.shipped import CONFIGS, list_configs
+    return [str(CONFIGS / name) for name in list_configs("cfg") if "/" not in name]
+
+
+def dattention_kwargs(module) -> dict:
+    """The constructor options of a built DAttention, besides channel and q_size (JSON-able)."""
+    return {"n_heads": module.n_heads, "n_groups": module.n_groups, "attn_drop": module.attn_drop.p,
+            "proj_drop": module.proj_drop.p, "stride": module.stride,
+            "offset_range_factor": module.offset_range_factor, "use_pe": module.use_pe, "dwc_pe": module.dwc_pe,
+            "no_off": module.no_off, "fixed_pe": module.fixed_pe, "ksize": module.ksize, "log_cpb": module.log_cpb,
+            "kv_size": [module.kv_h, module.kv_w]}
+
+
+def dattention_layers(cfg: str, imgsz: int) -> list:
+    """Every DAttention of the model `cfg` at a square `imgsz` input, in forward order: {'name', 'channels',
+    'head_dim', 'hw' (the map it runs on), 'kwargs'}. The forward runs on a meta copy: shapes only."""
+    import torch
+    from yolov5_dattn.analysis.flops import meta_copy
+    from yolov5_dattn.analysis.profiling import build_model
+    from yolov5_dattn.nn.dattention import DAttention
+
+    model = meta_copy(build_model(cfg)).eval()
+    layers, hooks = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, DAttention):
+            def record(module, args, name=name):
+                layers.append({"name": name, "channels": module.nc, "head_dim": module.n_head_channels,
+                               "hw": list(args[0].shape[-2:]), "kwargs": dattention_kwargs(module)})
+            hooks.append(module.register_forward_pre_hook(record))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, imgsz, imgsz, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return layers
+
+
+def run_configs(opt) -> dict:
+    """Time every DAttention layer of the --configs (see the module docstring); a layer shared by configs once."""
+    cfgs = [str(resolve_cfg(c)) for c in opt.configs] or detection_configs()
+    base = {"device": opt.device, "threads": opt.threads, "dtype": "fp32"}
+    peak = in_fresh_process({**base, "what": "peak"}).get("gflops")
+    measured, rows = {}, []
+    for cfg in cfgs:
+        for layer in dattention_layers(cfg, opt.imgsz):
+            for batch in opt.batch:
+                for pass_ in opt.passes:
+                    key = json.dumps([layer["channels"], layer["hw"], layer["kwargs"], batch, pass_])
+                    row = {"config": Path(cfg).name, "layer": layer["name"], "channels": layer["channels"],
+                           "head_dim": layer["head_dim"], "hw": layer["hw"], "batch": batch, "pass": pass_,
+                           "dtype": "fp32"}
+                    if key not in measured:
+                        measured[key] = measure_layer(opt, base, layer, batch, pass_)
+                    row.update(measured[key])
+                    rows.append(row)
+                    add_ratios(row, peak)
+                    print(format_layer_row(row), file=sys.stderr, flush=True)  # progress
+    return {"device": opt.device, "threads": opt.threads, "imgsz": opt.imgsz, "configs": [Path(c).name for c in cfgs],
+            "matmul_peak_gflops": {"fp32": peak}, "rows": rows}
+
+
+def resolve_cfg(name: str) -> Path:
+    """A --configs value as a path: an existing file, else the shipped YAML of that name."""
+    from yolov5_dattn.shipped import resolve
+    return Path(resolve(name, "cfg"))
+
+
+def measure_layer(opt, base: dict, layer: dict, batch: int, pass_: str) -> dict:
+    """The timings of one layer: the implementations rotating in each of --repeats processes (the reference
+    skipped where its score matrices would not fit in --max-gb)."""
+    h, w = layer["hw"]
+    spec = {**base, "what": "case", "channels": layer["channels"], "hw": [h, w], "kwargs": layer["kwargs"],
+            "batch": batch, "pass": pass_, "runs": opt.runs, "case_seconds": opt.case_seconds, "measure": "time"}
+    result, impls = {}, []
+    kv_h, kv_w = layer["kwargs"]["kv_size"]
+    estimate = reference_estimate_gb(layer["channels"], 1, batch, pass_ == "fwd+bwd", 4) * (h * w * kv_h * kv_w)
+    for impl in opt.impl:
+        if impl == "reference" and estimate > opt.max_gb:
+            result[impl] = {"skipped": f"needs ~{estimate:.0f} GiB > --max-gb {opt.max_gb:g}"}
+        else:
+            impls.append(impl)
+    timings = [in_fresh_process({**spec, "impls": impls}) for _ in range(opt.repeats)]
+    if any("error" in t for t in timings) and len(impls) > 1:  # e.g. the reference ran out of memory
+        alone = {impl: in_fresh_process({**spec, "impls": [impl]}) for impl in impls}
+        timings = [{impl: r.get(impl, r) for impl, r in alone.items()}]
+    for impl in impls:
+        tries = [t.get(impl, t) for t in timings]
+        ok = [t for t in tries if "median_s" in t]
+        result[impl] = {**min(ok, key=lambda t: t["median_s"]), "repeats": len(ok)} if ok else tries[-1]
+    for key in ("paired_speedups", "paired_vs_sdpa"):
+        pairs = [r for t in timings for r in t.get(key, [])]
+        if pairs:
+            result[key] = pairs
+    return result
+
+
+LAYER_HEADER = (f"{'config':30} {'layer':>13} {'C':>4} {'d':>3} {'HxW':>6} {'B':>2} {'pass':7} | {'ref ms':>8} "
+                f"{'ours ms':>8} {'sdpa ms':>8} | {'ref/ours':>8} {'sdpa/ours':>9} | {'ours %pk':>8} {'sdpa %pk':>8}")
+
+
+def format_layer_row(row: dict) -> str:
+    """One --configs row: latencies, paired ratios, and the attention matmuls' fraction of the peak."""
+    ms = lambda r: _cell({**r, "ms": r["median_s"] * 1e3} if "median_s" in r else r, "ms", ".1f")
+    pct = lambda r: format(r["attention_fraction_of_peak"] * 100, ".0f") if "attention_fraction_of_peak" in r else "-"
+    ratio = lambda key: format(row[key], ".2f") + "x" if key in row else "-"
+    ref, fast, sdpa = (row.get(i, {}) for i in IMPLS)
+    h, w = row["hw"]
+    return (f"{row['config'].removesuffix('.yaml'):30} {row['layer']:>13} {row['channels']:>4} {row['head_dim']:>3} "
+            f"{f'{h}x{w}':>6} {row['batch']:>2} {row['pass']:7} | {ms(ref):>8} {ms(fast):>8} {ms(sdpa):>8} | "
+            f"{ratio('speedup'):>8} {ratio('speedup_vs_sdpa'):>9} | {pct(fast):>8} {pct(sdpa):>8}")
+
+
+def print_layer_table(result: dict) -> None:
+    print(f"DAttention layers of {len(result['configs'])} configs at --imgsz {result['imgsz']}: reference (einsum) "
+          f"vs ours vs sdpa; device {result['device']}, {result['threads']} threads, fp32; matmul peak "
+          f"{result['matmul_peak_gflops']['fp32']:.0f} GFLOP/s (each '% pk' against the peak measured around its "
+          f"own case, on the QKᵀ+AV FLOPs only); ratios: medians of paired neighbouring calls")
+    print(LAYER_HEADER)
+    print("-" * len(LAYER_HEADER))
+    for row in result["rows"]:
+        print(format_layer_row(row))
+    kernels = sorted({(row["head_dim"], row["fast"]["kernel"]) for row in result["rows"] if "kernel" in row.get("fast", {})})
+    for d, kernel in kernels:
+        print(f"  ours at {d} channels per head: {kernel}")
+    notes = {f"{r['config']} {r['layer']} B={r['batch']} {r['pass']}: {r[i].get('skipped') or r[i]['error']}"
+             for r in result["rows"] for i in IMPLS if i in r and ("skipped" in r[i] or "error" in r[i])}
     for note in sorted(notes):
         print("  " + note)
 
@@ -413,7 +586,7 @@ def main(argv=None) -> int:
     if opt.worker is not None:
         return run_worker(opt.worker)
     if opt.batch is None:
-        opt.batch = [16] if opt.train_step is not None else [1, 4, 16]
+        opt.batch = [16] if opt.train_step is not None else [1, 8] if opt.configs is not None else [1, 4, 16]
     problems = [f"--batch {b}: must be at least 1" for b in opt.batch if b < 1]
     if opt.train_step is not None and len(opt.batch) != 1:
         problems.append(f"--batch {' '.join(map(str, opt.batch))}: --train-step takes one batch size")
@@ -427,6 +600,15 @@ def main(argv=None) -> int:
                         "configs/yolov5s_c3_dattn_p3p4p5.yaml")
     if opt.device != "cpu" and not opt.device.startswith("cuda"):
         problems.append(f"--device {opt.device}: use cpu or cuda[:N]")
+    if opt.configs is not None:
+        problems += [f"--configs {c}: no such file or shipped config: give a model YAML such as "
+                     "yolov5s_c3_dattn_p3p4p5.yaml" for c in opt.configs if not resolve_cfg(c).is_file()]
+        problems += [f"--imgsz {opt.imgsz}: must be a positive multiple of 32"] * (opt.imgsz < 32 or opt.imgsz % 32 != 0)
+        problems += ["--configs: times fp32 on the CPU: leave --device at cpu and --dtype at fp32"] * (
+            opt.device != "cpu" or (opt.dtype or ["fp32"]) != ["fp32"])
+        problems += ["--configs and --train-step: one at a time"] * (opt.train_step is not None)
+    elif "sdpa" in opt.impl:
+        problems.append("--impl sdpa: only with --configs")
     if problems:
         print(f"error: {problems[0]}", file=sys.stderr)
         return 2
@@ -446,8 +628,12 @@ def main(argv=None) -> int:
             if not torch.cuda.is_available():
                 print(f"error: --device {opt.device}: CUDA is not available here: use --device cpu", file=sys.stderr)
                 return 2
-        result = run_table(opt)
-        print_table(result)
+        if opt.configs is not None:
+            result = run_configs(opt)
+            print_layer_table(result)
+        else:
+            result = run_table(opt)
+            print_table(result)
     if opt.json is not None:
         opt.json.parent.mkdir(parents=True, exist_ok=True)
         partial = opt.json.with_name(opt.json.name + ".part")

@@ -73,3 +73,52 @@ def test_a_failed_paired_process_falls_back_to_one_process_each(monkeypatch):
     assert row["reference"] == {"error": "MemoryError"} and "speedup" not in row
     assert row["fast"]["median_s"] == 0.02 and row["fast"]["fraction_of_peak"] == 1.0 / 0.02 / 100.0
     assert bench.format_row(row).split("|")[1].split() == ["error", "20", "-x"]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("benchmark_attention", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_configs_layers_are_the_models_attention_shapes():
+    """The P3/P4/P5 layers of yolov5s_c3_dattn_p3p4p5 at 640: 8 heads on c_ = c2 / 2 channels (c2 = 128, 256, 512
+    at the s scale), on the 80, 40 and 20 px maps; every shipped detection config's widths are compiled in our kernel."""
+    bench = load_bench()
+    layers = bench.dattention_layers(str(bench.resolve_cfg("yolov5s_c3_dattn_p3p4p5.yaml")), 640)
+    shapes = sorted({(layer["channels"], layer["head_dim"], tuple(layer["hw"])) for layer in layers})
+    assert shapes == [(64, 8, (80, 80)), (128, 16, (40, 40)), (256, 32, (20, 20))]
+    assert all(layer["kwargs"]["n_heads"] == 8 for layer in layers)
+    widths = {layer["head_dim"] for cfg in bench.detection_configs() for layer in bench.dattention_layers(cfg, 64)}
+    assert {4, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80} >= widths and {8, 16, 32} <= widths
+    assert widths <= set(cpu_attention.HEAD_DIMS)
+
+
+def test_configs_mode_times_reference_ours_and_sdpa(tmp_path):
+    out = tmp_path / "layers.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--configs", "yolov5n_c3_dattn.yaml", "--imgsz", "64",
+                           "--batch", "1", "--passes", "fwd", "--runs", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["configs"] == ["yolov5n_c3_dattn.yaml"] and result["imgsz"] == 64
+    (row,) = result["rows"]  # the n-scale P5 layer: 8 heads of 16 channels on a 2x2 map at 64 px
+    assert (row["channels"], row["head_dim"], row["hw"], row["batch"]) == (128, 16, [2, 2], 1)
+    expected = "ours (cpu_attention)" if cpu_attention.library() is not None else "sdpa"
+    assert row["fast"]["kernel"] == expected and row["sdpa"]["kernel"] == "sdpa"
+    assert row["reference"]["kernel"] == "explicit"
+    assert len(row["paired_vs_sdpa"]) == len(row["paired_speedups"]) == 2
+    assert row["speedup_vs_sdpa"] == statistics.median(row["paired_vs_sdpa"])
+    attention = 4 * 1 * 4 * 4 * 128 / 1e9  # QKᵀ and AV: 4·B·M·N·C
+    assert row["fast"]["attention_gflop"] == row["sdpa"]["attention_gflop"] == attention
+    assert row["fast"]["attention_fraction_of_peak"] == attention / row["fast"]["median_s"] / row["fast"]["matmul_peak_gflops"]
+    assert "model.8.m.0.attention" in proc.stdout and "yolov5n_c3_dattn" in proc.stdout
+
+
+def test_configs_bad_values_are_one_line_exit_2():
+    for args, message in ((["--configs", "nope.yaml"], "--configs nope.yaml: no such file or shipped config"),
+                          (["--configs", "--imgsz", "100"], "--imgsz 100: must be a positive multiple of 32"),
+                          (["--impl", "sdpa"], "--impl sdpa: only with --configs")):
+        proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {message}")

@@ -68,7 +68,8 @@ def kernels_run(fn):
     (1, 37, 300, 3, 32),  # ragged at 32 channels per head
     (2, 400 // 4, 400 // 4, 4, 64),  # a P5-like case (512 channels, 8 heads of 64), shrunk
     (1, 21, 300, 2, 64),  # ragged at 64 channels per head
-])
+] + [(2, 37, 70, 3, d) for d in (4, 8, 12, 20, 24, 40, 48, 80)]  # the other shipped widths, ragged: some narrower
+   + [(1, 130, 300, 8, d) for d in (4, 8, 12)])  # than a vector, whose stores must not touch the next head's channels
 def test_kernel_matches_float64_attention_forward_and_backward(batch, m, n, heads, head_dim, kernel_isa):
     torch.manual_seed(0)
     C = head_dim * heads
@@ -160,13 +161,19 @@ def test_flop_counter_counts_the_kernel_like_sdpa():
     assert counts["yolov5_dattn.attention_cpu_backward"] == 8 * 2 * 50 * 70 * 32
 
 
+# every channels-per-head of the shipped models: 8 heads on c_ = c2 * e channels (n-scale P3 has 4, x-scale P5 80)
+SHIPPED_HEAD_DIMS = (4, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80)
+WIDTH_CASES = [(128, {}), (128, {"use_pe": False}), (128, {"no_off": True}), (128, {"stride": 2})] + [
+    (8 * d, {}) for d in SHIPPED_HEAD_DIMS if d != 16]
+
+
 @needs_kernel
-@pytest.mark.parametrize("channels,kwargs", [(128, {}), (128, {"use_pe": False}), (128, {"no_off": True}),
-                                             (128, {"stride": 2}), (256, {}), (512, {})],
-                         ids=["dwc_pe", "no_pe", "no_off", "stride2", "32_per_head", "64_per_head"])
-def test_dattention_uses_it_at_16_32_and_64_channels_per_head_and_matches_reference(channels, kwargs):
+@pytest.mark.parametrize("channels,kwargs", WIDTH_CASES,
+                         ids=["dwc_pe", "no_pe", "no_off", "stride2"] + [f"{d}_per_head" for d in SHIPPED_HEAD_DIMS
+                                                                         if d != 16])
+def test_dattention_uses_it_at_every_shipped_width_and_matches_reference(channels, kwargs):
     torch.manual_seed(2)
-    fast = DAttention(channels, (10, 12), **kwargs)  # 8 heads of 16 channels, as at P3 (of 32 at 256: P4; 64: P5)
+    fast = DAttention(channels, (10, 12), **kwargs)  # 8 heads: of 16 channels at 128 (the l-scale P3)
     with torch.no_grad():
         fast.conv_offset[3].weight.mul_(4.0)
     ref = ReferenceDAttention(channels, (10, 12), **kwargs)
@@ -187,10 +194,10 @@ def test_dattention_uses_it_at_16_32_and_64_channels_per_head_and_matches_refere
             torch.testing.assert_close(p.grad, p_ref.grad, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("case,kernel", [("8 channels per head", "sdpa"), ("bf16 autocast", "sdpa"),
+@pytest.mark.parametrize("case,kernel", [("6 channels per head", "sdpa"), ("bf16 autocast", "sdpa"),
                                          ("table bias", "sdpa"), ("record", "explicit"), ("dropout", "sdpa")])
 def test_dattention_uses_pytorch_where_the_kernel_does_not_apply(case, kernel):
-    channels = 64 if case.startswith("8") else 128
+    channels = 48 if case.startswith("6") else 128  # 6 channels per head: no shipped model has it, none compiled
     kwargs = {"dwc_pe": False} if case == "table bias" else {"attn_drop": 0.5} if case == "dropout" else {}
     module = DAttention(channels, (6, 6), **kwargs)
     module.record = case == "record"
@@ -270,14 +277,14 @@ def test_traced_graphs_keep_pytorch_kernel():
         torch.testing.assert_close(traced(x), eager, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("16 per head", "ours"), ("32 per head", "ours"), ("64 per head", "ours"), ("8 per head", "sdpa"),
+@pytest.mark.parametrize("case,expected", [(f"{d} per head", "ours") for d in SHIPPED_HEAD_DIMS] + [
+    ("6 per head", "sdpa"), ("128 per head", "sdpa"),
     ("float64", "sdpa"), ("dropout", "sdpa"), ("bias, no gradient", "sdpa"), ("bias needs its gradient", "explicit"),
     ("bias needs its gradient, under no_grad", "sdpa"), ("record", "explicit"), ("kernel switched off", "sdpa")])
 def test_select_kernel_decides_from_explicit_conditions(case, expected, monkeypatch):
     if expected == "ours" and cpu_attention.library() is None:
         pytest.skip("no kernel could be built here (no C++ compiler)")
-    dim = {"32 per head": 32, "64 per head": 64, "8 per head": 8}.get(case, 16)
+    dim = int(case.split()[0]) if case.endswith(" per head") else 16
     heads, dtype = 4, torch.float64 if case == "float64" else torch.float32
     split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, L, C) -> (B, heads, L, c), as in DAttention
     q, k, v = (split(torch.randn(2, L, heads * dim, dtype=dtype)) for L in (12, 9, 9))

@@ -1,11 +1,11 @@
 """Fused fp32 softmax attention for the CPU (`csrc/attention_cpu.cpp`), used by DAttention when it applies.
 
-Why: PyTorch's fused CPU attention kernel reaches ~40% of the machine's matmul peak when a head has 16
-channels, which is DAttention at P3 (128 channels, 8 heads); the kernel here keeps each score block in L1 and
-folds the softmax into the same pass, forward and backward (flash attention: the backward recomputes the
-probabilities from the saved log-sum-exp, so memory stays O(L·C)). Against `scaled_dot_product_attention`
-(2 threads, forward+backward, the op alone) it takes ~0.56× the time at 16 channels per head (P3), ~0.7× at 32
-(P4) and 0.8-0.9× at 64 (P5).
+Why: DAttention's heads are narrow (8 heads on c2·e channels: 4 to 80 channels per head in the shipped models),
+and PyTorch's fused CPU attention kernel spends most of its time outside the matmuls there. The kernel here keeps
+each score block in L1 and folds the softmax into the same pass, forward and backward (flash attention: the
+backward recomputes the probabilities from the saved log-sum-exp, so memory stays O(L·C)); it is compiled for
+every width in `HEAD_DIMS`. `scripts/benchmark_attention.py --configs` times it against
+`scaled_dot_product_attention` layer by layer.
 
 How it is built: on first use, with the system C++ compiler (`$CXX`, else `c++`/`g++`), `-O3 -march=native
 -fopenmp` (without `-fopenmp` where the compiler has no OpenMP), into `$YOLOV5_DATTN_CACHE` (default
@@ -40,7 +40,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "attention_cpu.cpp"
-HEAD_DIMS = (16, 32, 64)  # compiled in the kernel (its DISPATCH): where PyTorch's kernel is slower
+HEAD_DIMS = (4, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80)  # compiled in the kernel (its DISPATCH): the shipped models' widths
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 OPENMP = ["-fopenmp"]  # tried first; a compiler without OpenMP builds without it (see _run)
 
@@ -166,7 +166,7 @@ def library() -> Optional[ctypes.CDLL]:
         forward, backward, openmp = lib.attention_forward, lib.attention_backward, lib.attention_openmp
     except (OSError, RuntimeError, AttributeError) as e:  # AttributeError: a library without our entry points
         LOGGER.warning(f"yolov5-dattn: CPU attention kernel unavailable ({e}); using PyTorch's "
-                       "scaled_dot_product_attention (slower at 16, 32 and 64 channels per head)")
+                       "scaled_dot_product_attention (slower: see scripts/benchmark_attention.py --configs)")
         return None
     ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     forward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64, i64]
@@ -193,7 +193,7 @@ def _run(fn, pairs: int, *args) -> None:
     """Call `fn(*args, first, last, threads)` over the pairs [0, pairs) on `torch.get_num_threads()` threads.
 
     Built with OpenMP, one call does it on OpenMP's threads: PyTorch's own pool, whose threads are still spinning
-    from the matmul before (Python threads beside them measured 14% slower at P5). Otherwise our Python threads
+    from the matmul before (Python threads would compete with them for the cores). Otherwise our Python threads
     each take a few pairs at a time: on a shared machine one core often runs slower than the other, and a static
     half each would make the fast one wait.
     """
@@ -250,7 +250,7 @@ def _attention_cpu_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o
     """Gradients of `attention_cpu` for q (B, M, C), k and v (B, N, C), all contiguous.
 
     grad_out (B, M, C) may have any strides: DAttention's arrives as the transpose of an NCHW map, and the kernel
-    reads it in place (a copy measured ~3 ms per P3 image).
+    reads it in place rather than paying for a copy.
     """
     B, M, C = q.shape
     N = k.shape[1]

@@ -15,9 +15,10 @@ Parameter names follow the published YOLOv5 recipe so that weights move between 
 How it is computed (the parameters stay the recipe's 1×1 `Conv2d`s; their weights are used as matrices):
 the four projections run as matmuls on a token layout (B, H·W, C), k and v as one matmul, and step 3 is a
 fused attention kernel that never holds the (H·W)×(Hk·Wk) score matrix:
-`torch.nn.functional.scaled_dot_product_attention`, or on CPU at 16, 32 and 64 channels per head our own
-(`cpu_attention`), because PyTorch's is slower there. That matrix is what made the straightforward form (kept as
-`yolov5_dattn/nn/reference.py`) slow and, at P4/P3, out of memory; `scripts/benchmark_attention.py` measures both.
+`torch.nn.functional.scaled_dot_product_attention`, or on CPU in fp32, at the head widths it is compiled for
+(`cpu_attention.HEAD_DIMS`), our own (`cpu_attention`), because PyTorch's is slower there. That matrix is what
+made the straightforward form (kept as `yolov5_dattn/nn/reference.py`) slow and, at P4/P3, out of memory;
+`scripts/benchmark_attention.py` measures both (results: docs/performance.md).
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -114,7 +115,7 @@ class DAttention(nn.Module):
 
     Which attention kernel runs (decided by `select_kernel`, once per call):
         - `dwc_pe` (the default), no position term, `no_off`: a fused kernel, memory O(H·W·C), never the
-          score matrix: on CPU in fp32 with 16, 32 or 64 channels per head (P3, P4, P5) our own
+          score matrix: on CPU in fp32 at a head width in `cpu_attention.HEAD_DIMS` our own
           (`cpu_attention`, compiled on first use; faster there than PyTorch's), else
           `scaled_dot_product_attention`;
         - `table`, `fixed_pe`, `log_cpb`: their bias is itself a (B, heads, H·W, Hk·Wk) tensor. When no
@@ -216,7 +217,7 @@ class DAttention(nn.Module):
         """
         B, _, H, W = q.shape
         # channels-last (one copy, as the NCHW grouping was for B > 1): oneDNN's depthwise conv is faster on it and
-        # LayerNormProxy's permutes become views (module forward 9-11% faster at P4/P5, B = 4; with backward, even)
+        # LayerNormProxy's permutes become views (docs/performance.md has the module's timings)
         q_groups = (q.reshape(B, self.n_groups, -1, H, W).permute(0, 1, 3, 4, 2).flatten(0, 1)  # (B·g, H, W, c)
                     .permute(0, 3, 1, 2))  # (B·g, c, H, W)
         offset = self.conv_offset(q_groups).float().permute(0, 2, 3, 1)  # (B·g, Hk, Wk, 2)
@@ -337,12 +338,11 @@ class DAttention(nn.Module):
         """
         B, C, H, W = x.shape
         n = self.n_heads
-        # (B, HW, C) tokens: the layout the fused kernel reads without copying (from (B, C, HW) it is ~5× slower)
+        # (B, HW, C) tokens: the layout the fused kernel reads without copying (from (B, C, HW) it would copy)
         q = F.linear(x.flatten(2).transpose(1, 2), _matrix(self.proj_q), self.proj_q.bias)  # (B, HW, C)
-        # the map for the two depthwise convs (offsets, dwc_pe) is a channels-last view of the tokens: oneDNN's
-        # channels-last depthwise conv is ~4× faster than its NCHW one at B = 4 (the module's forward 4-8% faster at
-        # P5 and P3, forward+backward unchanged). At B = 1 PyTorch takes that view for NCHW-strided and its conv on
-        # it was slower, so there it gets an NCHW copy.
+        # the map for the two depthwise convs (offsets, dwc_pe) is a channels-last view of the tokens, because
+        # oneDNN's channels-last depthwise conv is faster than its NCHW one for B > 1. At B = 1 PyTorch takes that
+        # view for NCHW-strided and its conv on it is the slower one, so there it gets an NCHW copy.
         q_map = q.transpose(1, 2).reshape(B, C, H, W)  # (B, C, H, W) view
         if B == 1:
             q_map = q_map.contiguous()
@@ -384,7 +384,8 @@ def select_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optio
         - "explicit" (scores -> softmax -> weights) when the weights are wanted (`record`) or a gradient must reach
           the bias (the fused kernels cannot return it);
         - "ours" (`cpu_attention`) with no bias and no dropout where `cpu_attention.supports` the tokens: CPU fp32,
-          16, 32 or 64 channels per head, kernel built, no graph being captured;
+          a head width in `cpu_attention.HEAD_DIMS` (every width the shipped models have, 4 to 80 channels),
+          kernel built, no graph being captured;
         - "sdpa" (`F.scaled_dot_product_attention`, the bias as an additive mask) otherwise.
     Which internal kernel SDPA dispatches to is PyTorch's choice and differs between releases; this is ours.
     """

@@ -1,13 +1,17 @@
-// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 16, 32 and 64 channels (the
-// code is written for any multiple of 16; DISPATCH says which are compiled).
+// Fused softmax attention for the CPU in fp32, forward and backward, for heads of 4 to 80 channels (DISPATCH
+// lists the widths compiled: those of the shipped models, 8 heads on c2 * e channels).
 //
-// Why this exists: PyTorch's fused CPU kernel spends most of its time outside the matmuls when a head has
-// 16 channels (DAttention at P3: 128 channels / 8 heads), reaching ~40% of the machine's matmul peak; at 32
-// (P4: 256 / 8) and 64 (P5: 512 / 8) this one is still faster.
-// Here the score block stays in L1 and the softmax is folded into the same pass (flash attention:
-// running max and sum per query row; the backward recomputes the probabilities from the saved
-// log-sum-exp instead of storing the (M x N) matrix). Every product is an FMA, and what else a score costs is
-// kept to a few instructions, because at 16 channels per head a score is only 2 FMAs forward and 5 backward.
+// Why it exists: PyTorch's fused CPU kernel spends most of its time outside the matmuls when a head is narrow,
+// and DAttention's heads are narrow (4 to 16 channels at P3). Here the score block stays in L1 and the
+// softmax is folded into the same pass (flash attention: running max and sum per query row; the backward
+// recomputes the probabilities from the saved log-sum-exp instead of storing the (M x N) matrix). Every product
+// is an FMA, and what else a score costs is kept to a few instructions: with 16 channels per head a score is only
+// 2 FMAs forward and 5 backward, so the exponential and the bookkeeping around it are what bound the speed.
+//
+// Two kinds of pass: those that contract over channels (the scores q.k, and dP = grad_out.v) are vectorised over
+// keys and work for any D; those that sum over keys or queries into a head's channels (P.v, the gradients) are
+// vectorised over channels and work on DP = D rounded up to a whole vector, with zero channels beyond D (a head of 4
+// channels pays for 16 there: see `Padded`).
 //
 // Layout: tokens, (B, L, C) with one head's D channels at `head * D` of each row: the layout DAttention
 // projects into, so nothing is copied on the way in. q, k and v may be strided views (k and v are the
@@ -31,16 +35,28 @@ static const int W = 16;
 
 static inline vf load(const float* p) { return *(const vfu*)p; }
 static inline void store(float* p, vf x) { *(vfu*)p = x; }
+// the first `count` lanes of x (all when count >= W): a head narrower than a vector must not write its neighbour's
+// channels, which another thread may be writing
+static inline void store_first(float* p, vf x, int count) {
+    if (count >= W) return store(p, x);
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << count) - 1), (__m512)x);
+#else
+    for (int i = 0; i < count; i++) p[i] = x[i];
+#endif
+}
+// a head's D channels padded to whole vectors: the passes vectorised over channels work on DP, with zeros beyond D
+template <int D> struct Padded { static constexpr int P = (D + W - 1) / W * W; };
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 // spelled out: `(vf){} + x` costs a scalar add per broadcast (0 + x is not x for x = -0)
 static inline vf bcast(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
 // 2^x for x <= TAU (a score minus its row's offset, which is at least the row's maximum minus TAU: forward_one)
 #if defined(__AVX512F__)
-// 2^floor(x) times a degree-5 minimax polynomial of x - floor(x) in [0, 1) (relative error < 2e-7: fp32 rounding;
-// at degree 4, 3e-6, the gradient of q was off by 8e-5 where keys are large). 7 instructions in one dependency
-// chain, where rounding and subtracting separately took 8: the forward's softmax pass is bound by that chain's
-// latency. vreduceps gives x - floor(x) in one step; vscalefps applies 2^floor(x), flushing to 0 far below.
+// 2^floor(x) times a degree-5 minimax polynomial of x - floor(x) in [0, 1): relative error < 2e-7, fp32 rounding
+// (a degree-4 one is not accurate enough for the gradient of q where keys are large). The forward's softmax pass
+// is bound by this dependency chain's latency, so it is kept short: vreduceps gives x - floor(x) in one step and
+// vscalefps applies 2^floor(x), flushing to 0 far below.
 static inline vf exp2v(vf x) {
     const vf f = (vf)_mm512_reduce_ps((__m512)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     const vf p = ((((1.87757669e-3f * f + 8.98934063e-3f) * f + 5.58263175e-2f) * f + 2.40153611e-1f) * f
@@ -89,11 +105,11 @@ static inline vf allsum(vf x) {
 enum { BQ = 8, BK = 256 };
 static const float TAU = 8.0f;  // see forward_one
 
-// rows (BQ x D, stride D) times the transposed block Xt (D x ld_t, columns [0, n)), plus offset[r] on row r
+// rows (R x D, stride DP) times the transposed block Xt (D x ld_t, columns [0, n)), plus offset[r] on row r
 // -> S (BQ x BK); with rmax, also each row's running lane-wise maximum (one vector per row, updated). The offset
 // starts the sums, so subtracting it costs nothing. Scores themselves start from 0, forward and backward alike: the
 // backward's must round exactly as the forward's did, or its probabilities no longer sum to 1 with the saved
-// log-sum-exp (starting them from -lse, the gradient of q where keys are large was off by 15x PyTorch's error).
+// log-sum-exp (which shows as a large error in the gradient of q where keys are large).
 template <int D, int R = BQ, int K = BK>
 static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t, int n, const float* offset,
                                 float* S, vf* rmax) {
@@ -105,7 +121,7 @@ static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t
                 const float* t = Xt + c * ld_t + j;
                 const vf t0 = load(t), t1 = load(t + W), t2 = load(t + 2 * W), t3 = load(t + 3 * W);
                 for (int u = 0; u < 4; u++) {
-                    const vf x = bcast(rows[(r + u) * D + c]);
+                    const vf x = bcast(rows[(r + u) * Padded<D>::P + c]);
                     a[u][0] += x * t0; a[u][1] += x * t1; a[u][2] += x * t2; a[u][3] += x * t3;
                 }
             }
@@ -118,19 +134,20 @@ static inline void rows_times_t(const float* rows, const float* Xt, int64_t ld_t
     }
 }
 
-// copy rows [i, i+BQ) of x (row stride ld, channel stride ldc, head offset applied) to a packed (BQ x D) block,
-// times mul; rows beyond m are zero
+// copy rows [i, i+R) of x (row stride ld, channel stride ldc, head offset applied) to a packed (R x DP) block,
+// times mul; rows beyond m and channels beyond D are zero
 template <int D, int R = BQ>
 static inline void pack_rows(const float* x, int64_t ld, int64_t i, int64_t m, float mul, float* out, int64_t ldc = 1) {
+    constexpr int DP = Padded<D>::P;
     for (int r = 0; r < R; r++) {
-        if (i + r < m) for (int c = 0; c < D; c++) out[r * D + c] = x[(i + r) * ld + c * ldc] * mul;
-        else memset(out + r * D, 0, sizeof(float) * D);
+        int c = 0;
+        if (i + r < m) for (; c < D; c++) out[r * DP + c] = x[(i + r) * ld + c * ldc] * mul;
+        for (; c < DP; c++) out[r * DP + c] = 0.0f;
     }
 }
 
 // (n x D, stride ld) -> (D x n_pad), zero-padded to n_pad columns. W rows at a time, copied first to a contiguous
-// block: walking a column of x reads rows 1-4 KB apart, which fall into a few of L1's sets and miss (this made the
-// forward at 32 channels per head 5-8% faster)
+// block: walking a column of x reads rows 1-4 KB apart, which fall into a few of L1's sets and miss
 template <int D>
 static void transpose(const float* x, int64_t ld, int64_t n, int64_t n_pad, float* xt) {
     alignas(64) float rows[W * D];
@@ -144,10 +161,14 @@ static void transpose(const float* x, int64_t ld, int64_t n, int64_t n_pad, floa
         for (int64_t j = n; j < n_pad; j++) xt[c * n_pad + j] = 0.0f;
 }
 
-// (n x D, stride ld) -> contiguous (n x D): rows 512 B apart would all fall into 8 of L1's 64 sets
+// (n x D, stride ld) -> contiguous (n x DP), zeros beyond D: rows 512 B apart would all fall into 8 of L1's 64 sets
 template <int D>
 static void pack(const float* x, int64_t ld, int64_t n, float* out) {
-    for (int64_t j = 0; j < n; j++) memcpy(out + j * D, x + j * ld, sizeof(float) * D);
+    constexpr int DP = Padded<D>::P;
+    for (int64_t j = 0; j < n; j++) {
+        memcpy(out + j * DP, x + j * ld, sizeof(float) * D);
+        if (DP > D) memset(out + j * DP + D, 0, sizeof(float) * (DP - D));
+    }
 }
 
 template <int D>
@@ -156,8 +177,9 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
                         float* kt, float* vp, int64_t n_pad) {
     transpose<D>(k, ldk, n, n_pad, kt);
     pack<D>(v, ldv, n, vp);
+    constexpr int DP = Padded<D>::P;
     const float qmul = scale * 1.4426950408889634f;  // scores in base 2
-    alignas(64) float qb[BQ * D], S[BQ * BK], acc[BQ * D];
+    alignas(64) float qb[BQ * DP], S[BQ * BK], acc[BQ * DP];
     const float zeros[BQ] = {};
     float mx[BQ];
     vf sum[BQ];  // lane-wise: summed across lanes once, at the end
@@ -185,7 +207,7 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
                     const float alpha = j0 == 0 ? 0.0f : exp2v(bcast(mx[r] - new_mx))[0];
                     mx[r] = new_mx;
                     sum[r] *= alpha;
-                    for (int c = 0; c < D; c += W) store(acc + r * D + c, load(acc + r * D + c) * alpha);
+                    for (int c = 0; c < DP; c += W) store(acc + r * DP + c, load(acc + r * DP + c) * alpha);
                 }
                 const vf shift = bcast(mx[r]);
                 vf vs = sum[r];
@@ -193,50 +215,49 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
                 sum[r] = vs;
             }
             // acc[r] += sum_j P[r][j] * v[j], even and odd keys in separate sums: 2 x BQ chains of FMAs in flight
-            for (int c = 0; c < D; c += W) {
+            for (int c = 0; c < DP; c += W) {
                 vf a[BQ], b[BQ];
-                for (int r = 0; r < BQ; r++) { a[r] = load(acc + r * D + c); b[r] = bcast(0.0f); }
+                for (int r = 0; r < BQ; r++) { a[r] = load(acc + r * DP + c); b[r] = bcast(0.0f); }
                 int j = 0;
                 for (; j + 1 < nb; j += 2) {
-                    const vf v0 = load(vp + (j0 + j) * D + c), v1 = load(vp + (j0 + j + 1) * D + c);
+                    const vf v0 = load(vp + (j0 + j) * DP + c), v1 = load(vp + (j0 + j + 1) * DP + c);
                     for (int r = 0; r < BQ; r++) {
                         a[r] += bcast(S[r * BK + j]) * v0;
                         b[r] += bcast(S[r * BK + j + 1]) * v1;
                     }
                 }
                 if (j < nb) {
-                    const vf v0 = load(vp + (j0 + j) * D + c);
+                    const vf v0 = load(vp + (j0 + j) * DP + c);
                     for (int r = 0; r < BQ; r++) a[r] += bcast(S[r * BK + j]) * v0;
                 }
-                for (int r = 0; r < BQ; r++) store(acc + r * D + c, a[r] + b[r]);
+                for (int r = 0; r < BQ; r++) store(acc + r * DP + c, a[r] + b[r]);
             }
         }
         for (int r = 0; r < BQ && i + r < m; r++) {
             const float total = allsum(sum[r])[0], inv = 1.0f / total;
-            for (int c = 0; c < D; c += W) store(o + (i + r) * ldo + c, load(acc + r * D + c) * inv);
+            for (int c = 0; c < DP; c += W) store_first(o + (i + r) * ldo + c, load(acc + r * DP + c) * inv, D - c);
             lse[i + r] = mx[r] + log2f(total);
         }
     }
 }
 
 // the backward's block: 32 query rows against 64 keys. Each sweep over the keys reads the head's five key-side
-// arrays (~2 MB at P3, as much as L2 holds), so the more rows a sweep serves the better: 32 rows measured 4-7% faster
-// than 16 (64 no better: its two score blocks alone would fill L1). The passes that keep rows in registers take them
+// arrays (about as much as L2 holds on a P3 map), so the more rows a sweep serves the better, up to where the
+// two score blocks would no longer fit in L1 beside the rows. The passes that keep rows in registers take them
 // RH = 16 at a time.
 enum { RB = 32, RH = 16, KB = 64, G = 8 };
 
 // g[j] += sum_r w[r][j] x[r] for the keys j < n of a block: w is RH rows of the block's weights (row stride KB),
-// x one vector per row, g the keys' rows (stride D). G keys at a time: each key's sum is a chain of dependent FMAs, and two FMA
-// units at 4 cycles' latency need 8 chains in flight (with 2 and 4 keys the dV and dK passes ran at 1/4 and 1/2
-// of the FMA rate). n is a multiple of G.
+// x one vector per row, g the keys' rows (stride DP). G keys at a time: each key's sum is a chain of dependent FMAs, and two FMA
+// units at 4 cycles' latency need 8 chains in flight. n is a multiple of G.
 template <int D>
 static inline void keys_plus_weighted_rows(const float* w, const vf* x, int n, float* g) {
     for (int j = 0; j < n; j += G) {
         vf a[G];
-        for (int u = 0; u < G; u++) a[u] = load(g + (j + u) * D);
+        for (int u = 0; u < G; u++) a[u] = load(g + (j + u) * Padded<D>::P);
         for (int r = 0; r < RH; r++)
             for (int u = 0; u < G; u++) a[u] += bcast(w[r * KB + j + u]) * x[r];
-        for (int u = 0; u < G; u++) store(g + (j + u) * D, a[u]);
+        for (int u = 0; u < G; u++) store(g + (j + u) * Padded<D>::P, a[u]);
     }
 }
 
@@ -247,12 +268,13 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
                          float* kt, float* vt, float* kp, float* gkp, float* gvp, int64_t n_pad) {
     transpose<D>(k, ldk, n, n_pad, kt);
     transpose<D>(v, ldv, n, n_pad, vt);
+    constexpr int DP = Padded<D>::P;
     pack<D>(k, ldk, n, kp);
-    memset(kp + n * D, 0, sizeof(float) * (n_pad - n) * D);  // padded keys: rows of zeros, never NaN
-    memset(gkp, 0, sizeof(float) * n_pad * D);
-    memset(gvp, 0, sizeof(float) * n_pad * D);
+    memset(kp + n * DP, 0, sizeof(float) * (n_pad - n) * DP);  // padded keys: rows of zeros, never NaN
+    memset(gkp, 0, sizeof(float) * n_pad * DP);
+    memset(gvp, 0, sizeof(float) * n_pad * DP);
     const float qmul = scale * 1.4426950408889634f;
-    alignas(64) float qb[RB * D], gob[RB * D], P[RB * KB], dS[RB * KB], gqb[RB * D];
+    alignas(64) float qb[RB * DP], gob[RB * DP], P[RB * KB], dS[RB * KB], gqb[RB * DP];
     const float zeros[RB] = {};
     float neg_delta[RB], l[RB];
     for (int64_t i = 0; i < m; i += RB) {
@@ -260,7 +282,7 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
         pack_rows<D, RB>(go, go_row, i, m, 1.0f, gob, go_col);
         for (int r = 0; r < RB; r++) {
             float d = 0.0f;
-            if (i + r < m) for (int c = 0; c < D; c++) d += gob[r * D + c] * o[(i + r) * ld + c];
+            if (i + r < m) for (int c = 0; c < D; c++) d += gob[r * DP + c] * o[(i + r) * ld + c];
             neg_delta[r] = -d;
             l[r] = i + r < m ? lse[i + r] : 1e30f;  // rows beyond m: probabilities 0
         }
@@ -283,36 +305,36 @@ static void backward_one(const float* q, int64_t ldq, const float* k, int64_t ld
             // gv[j] += sum_r P[r][j] go[r], gk[j] += sum_r dS[r][j] q[r], gq[r] += sum_j dS[r][j] k[j]: three
             // passes, so that each one's RH rows stay in registers (nb_pad is a multiple of G and the padded keys
             // have P = dS = 0)
-            for (int c = 0; c < D; c += W)
+            for (int c = 0; c < DP; c += W)
                 for (int h = 0; h < RB; h += RH) {
                     vf gor[RH];
-                    for (int r = 0; r < RH; r++) gor[r] = load(gob + (h + r) * D + c);
-                    keys_plus_weighted_rows<D>(P + h * KB, gor, nb_pad, gvp + j0 * D + c);
+                    for (int r = 0; r < RH; r++) gor[r] = load(gob + (h + r) * DP + c);
+                    keys_plus_weighted_rows<D>(P + h * KB, gor, nb_pad, gvp + j0 * DP + c);
                     vf qr[RH];
-                    for (int r = 0; r < RH; r++) qr[r] = load(qb + (h + r) * D + c);
-                    keys_plus_weighted_rows<D>(dS + h * KB, qr, nb_pad, gkp + j0 * D + c);
+                    for (int r = 0; r < RH; r++) qr[r] = load(qb + (h + r) * DP + c);
+                    keys_plus_weighted_rows<D>(dS + h * KB, qr, nb_pad, gkp + j0 * DP + c);
                     vf gqr[RH];
-                    for (int r = 0; r < RH; r++) gqr[r] = load(gqb + (h + r) * D + c);
+                    for (int r = 0; r < RH; r++) gqr[r] = load(gqb + (h + r) * DP + c);
                     const float* ds = dS + h * KB;
                     for (int j = 0; j < nb_pad; j += 2) {
-                        const vf k0 = load(kp + (j0 + j) * D + c), k1 = load(kp + (j0 + j + 1) * D + c);
+                        const vf k0 = load(kp + (j0 + j) * DP + c), k1 = load(kp + (j0 + j + 1) * DP + c);
                         for (int r = 0; r < RH; r++) {  // two statements: two FMAs (one expression: mul, FMA and add)
                             gqr[r] += bcast(ds[r * KB + j]) * k0;
                             gqr[r] += bcast(ds[r * KB + j + 1]) * k1;
                         }
                     }
-                    for (int r = 0; r < RH; r++) store(gqb + (h + r) * D + c, gqr[r]);
+                    for (int r = 0; r < RH; r++) store(gqb + (h + r) * DP + c, gqr[r]);
                 }
         }
         for (int r = 0; r < RB && i + r < m; r++)
-            for (int c = 0; c < D; c += W) store(gq + (i + r) * ld + c, load(gqb + r * D + c) * scale);
+            for (int c = 0; c < DP; c += W) store_first(gq + (i + r) * ld + c, load(gqb + r * DP + c) * scale, D - c);
     }
     // gk accumulated dS * (q * scale * log2e) but the scores' scale is applied once: undo the log2e
     const float kfix = 1.0f / 1.4426950408889634f;
     for (int64_t j = 0; j < n; j++)
-        for (int c = 0; c < D; c += W) {
-            store(gk + j * ld + c, load(gkp + j * D + c) * kfix);
-            store(gv + j * ld + c, load(gvp + j * D + c));
+        for (int c = 0; c < DP; c += W) {
+            store_first(gk + j * ld + c, load(gkp + j * DP + c) * kfix, D - c);
+            store_first(gv + j * ld + c, load(gvp + j * DP + c), D - c);
         }
 }
 
@@ -342,9 +364,8 @@ static float* scratch(size_t floats) {
 // one(bh) for the (batch, head) pairs bh in [first, last), spread over `threads` OpenMP threads; the largest code
 // one returned. Built with -fopenmp, the OpenMP runtime is PyTorch's own when that is libgomp (the loader reuses
 // the libgomp.so.1 torch loaded), so these are the pool threads that ran the matmul just before, still spinning
-// for work: they start at once. Python threads had to share the two cores with them meanwhile, which cost the
-// module's forward 14% at P5 (B = 4), where the attention takes only ~12 ms. Without OpenMP the pragma is ignored
-// and the caller spreads its own threads over calls with threads = 1.
+// for work: they start at once, where Python threads would have to share the cores with them. Without OpenMP the
+// pragma is ignored and the caller spreads its own threads over calls with threads = 1.
 template <typename One>
 static int over_pairs(int64_t first, int64_t last, int64_t threads, One one) {
     int code = 0;
@@ -362,12 +383,13 @@ static int forward_range(const float* q, const float* k, const float* v, Strides
                          int64_t threads) {
     const int64_t n_pad = padded(n), ld = heads * D;
     return over_pairs(first, last, threads, [&](int64_t bh) {
-        float* buf = scratch((size_t)(D * n_pad * 2));
+        constexpr int DP = Padded<D>::P;
+        float* buf = scratch((size_t)(DP * n_pad * 2));
         if (!buf) return 1;
         const int64_t b = bh / heads, h = bh % heads;
         forward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
                        v + b * st.v_batch + h * D, st.v_row, o + b * m * ld + h * D, ld, lse + bh * m, m, n, scale,
-                       buf, buf + D * n_pad, n_pad);
+                       buf, buf + DP * n_pad, n_pad);
         return 0;
     });
 }
@@ -378,22 +400,27 @@ static int backward_range(const float* q, const float* k, const float* v, Stride
                           int64_t m, int64_t n, float scale, int64_t first, int64_t last, int64_t threads) {
     const int64_t n_pad = padded(n), ld = heads * D;
     return over_pairs(first, last, threads, [&](int64_t bh) {
-        float* buf = scratch((size_t)(D * n_pad * 5));
+        constexpr int DP = Padded<D>::P;
+        float* buf = scratch((size_t)(DP * n_pad * 5));
         if (!buf) return 1;
         const int64_t b = bh / heads, h = bh % heads, qo = b * m * ld + h * D, ko = b * n * ld + h * D;
         const float* go_head = go + b * st.go_batch + h * D * st.go_col;
         backward_one<D>(q + b * st.q_batch + h * D, st.q_row, k + b * st.k_batch + h * D, st.k_row,
                         v + b * st.v_batch + h * D, st.v_row, o + qo, go_head, st.go_row, st.go_col, lse + bh * m,
                         gq + qo, gk + ko, gv + ko, ld, m, n, scale,
-                        buf, buf + D * n_pad, buf + 2 * D * n_pad, buf + 3 * D * n_pad, buf + 4 * D * n_pad, n_pad);
+                        buf, buf + DP * n_pad, buf + 2 * DP * n_pad, buf + 3 * DP * n_pad, buf + 4 * DP * n_pad, n_pad);
         return 0;
     });
 }
 
-// head_dim -> the kernel compiled for it; 2 = not supported (the caller uses PyTorch's kernel). Against PyTorch's
-// kernel, 2 threads, forward+backward: ~0.55x its time at 16, ~0.8x at 32, ~0.93x at 64 (module level, P5 B = 4).
+// head_dim -> the kernel compiled for it; 2 = not compiled (the caller uses PyTorch's kernel). The widths are the
+// shipped models' (HEAD_DIMS in cpu_attention.py lists the same); each one is a template instance, so the list is
+// kept to those to keep the first build short.
 #define DISPATCH(D, fn, ...) switch (D) { \
-    case 16: return fn<16>(__VA_ARGS__); case 32: return fn<32>(__VA_ARGS__); case 64: return fn<64>(__VA_ARGS__); \
+    case 4: return fn<4>(__VA_ARGS__); case 8: return fn<8>(__VA_ARGS__); case 12: return fn<12>(__VA_ARGS__); \
+    case 16: return fn<16>(__VA_ARGS__); case 20: return fn<20>(__VA_ARGS__); case 24: return fn<24>(__VA_ARGS__); \
+    case 32: return fn<32>(__VA_ARGS__); case 40: return fn<40>(__VA_ARGS__); case 48: return fn<48>(__VA_ARGS__); \
+    case 64: return fn<64>(__VA_ARGS__); case 80: return fn<80>(__VA_ARGS__); \
     default: return 2; }
 
 // Returns 0, 1 when out of memory, 2 when head_dim is not one compiled here.
