@@ -172,3 +172,27 @@ def test_shims_are_idempotent():
     compat.apply_entrypoints()
     compat.shim_no_pip_installs()
     assert general.check_requirements is before  # not wrapped twice
+
+
+def test_validation_nms_has_no_time_limit_detect_keeps_it(monkeypatch):
+    """A slow machine must not change validation's boxes: with a clock that jumps 10 s per reading, YOLOv5's NMS
+    gives up after the first image, validation's copy keeps every image."""
+    import torch
+    from yolov5 import detect, val
+    from yolov5.segment import val as seg_val
+    from yolov5.utils import general
+
+    compat.apply_entrypoints()
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(general.time, "time", lambda: float(next(clock)))
+    torch.manual_seed(0)
+    preds = torch.rand(4, 50, 5 + 3)  # 4 images, 50 candidates, 3 classes
+    preds[..., :2] *= 100
+    preds[..., 2:4] = 10
+    preds[..., 4] = 0.9
+    assert detect.non_max_suppression is general.non_max_suppression
+    timed = general.non_max_suppression(preds.clone(), conf_thres=0.1)
+    untimed = val.non_max_suppression(preds.clone(), conf_thres=0.1)
+    assert seg_val.non_max_suppression is val.non_max_suppression is not general.non_max_suppression
+    assert [len(d) for d in timed][1:] == [0, 0, 0] and len(timed[0]) > 0
+    assert all(len(d) > 0 for d in untimed) and torch.equal(untimed[0], timed[0])

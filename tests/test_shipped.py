@@ -19,7 +19,9 @@ def test_checkout_configs_is_a_link_to_the_shipped_folder():
 
 def test_list_configs_by_kind():
     models = shipped.list_configs("cfg")
-    assert len(models) == 12 and models[0] == "yolov5l_c3_dattn.yaml" and "segment/yolov5n-seg_c3_dattn.yaml" in models
+    # 12 recipe configs and 10 of the safe insertion (_ls)
+    assert len(models) == 22 and models[0] == "yolov5l_c3_dattn.yaml" and "segment/yolov5n-seg_c3_dattn.yaml" in models
+    assert sum(name.endswith("_ls.yaml") for name in models) == 10
     assert shipped.list_configs("data") == ["demo_shapes.yaml", "segment/demo_shapes-seg.yaml"]
     assert shipped.list_configs("hyp") == ["hyp.demo.yaml"]
     assert sorted(shipped.list_configs()) == sorted(models + shipped.list_configs("data") + ["hyp.demo.yaml"])

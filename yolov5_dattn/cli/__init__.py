@@ -29,6 +29,7 @@ SEGMENT_COMMANDS: Dict[str, str] = {
 OUR_COMMANDS: Dict[str, str] = {
     "segment": "segmentation: segment train|val|predict",
     "compare": "cost of a model against its YOLOv5 baseline: parameters, GFLOPs, latency, memory",
+    "ablate": "does the attention help? train each --cfg and its stock YOLOv5 baseline, one accuracy/cost table",
     "visualize": "draw where the deformable attention samples, over images or a video",
     "demo": "the demo: synthetic data, train, val, detect, compare, under ./demo",
     "make-demo-data": "write the synthetic shapes dataset (detection + segmentation) and a video",
@@ -87,9 +88,9 @@ def _run_command(name: str, argv: List[str], prog: str) -> int:
     if name in ("changes", "registry"):
         from . import changes
         return (changes.changes_main if name == "changes" else changes.registry_main)(argv, prog=prog)
-    from . import clone_setup, compare, demo, make_demo_data, visualize
+    from . import ablate, clone_setup, compare, demo, make_demo_data, visualize
     module = {"compare": compare, "visualize": visualize, "demo": demo, "make-demo-data": make_demo_data,
-              "clone-setup": clone_setup}[name]
+              "clone-setup": clone_setup, "ablate": ablate}[name]
     return module.main(argv, prog=prog)
 
 

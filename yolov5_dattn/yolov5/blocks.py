@@ -1,4 +1,20 @@
-"""YOLOv5 blocks built on DAttention: a bottleneck that ends in attention, and its C3."""
+"""YOLOv5 blocks built on DAttention: a bottleneck that ends in attention, and its C3.
+
+Two ways to place the attention, chosen in the YAML:
+
+- the published recipe (default): the bottleneck's conv output goes *through* DAttention,
+  `y = attn(cv2(cv1(x)))`, and `C3_DAttention` defaults to `shortcut=False`;
+- the safe insertion (opt-in, `layerscale: <init>` in the `fmapsize` mapping, or the `layerscale=` argument):
+  DAttention is a residual branch with a learnable per-channel scale, `y = z + gamma * attn(z)` with
+  `z = cv2(cv1(x))` and gamma starting at `init`. With `init` 0.0 and `shortcut` True the block computes
+  exactly YOLOv5's `C3`/`Bottleneck` of the same convolutions until gamma moves, so a model started from a
+  baseline checkpoint (`--weights yolov5n.pt`: the convolutions keep their names) starts at the baseline's
+  accuracy. The public YAMLs' third argument is `shortcut`:
+
+      - [-1, 3, C3_DAttention, [1024, [20, 20]]]                                     # recipe
+      - [-1, 3, C3_DAttention, [1024, [20, 20], True]]                               # recipe, residuals kept
+      - [-1, 3, C3_DAttention, [1024, {q_size: [20, 20], layerscale: 0.0}, True]]    # safe insertion
+"""
 from typing import Optional
 
 from torch import nn
@@ -6,34 +22,58 @@ from yolov5.models.common import C3, Bottleneck
 
 from yolov5_dattn.nn.dattention import DAttention
 from yolov5_dattn.nn.fmapsize import FmapSize, dattention_kwargs
+from yolov5_dattn.nn.layerscale import LayerScale, check_init
+
+LAYERSCALE_KEY = "layerscale"  # in the fmapsize mapping: not a DAttention argument, taken by the blocks
+
+
+def split_layerscale(fmapsize: Optional[FmapSize], layerscale: Optional[float] = None):
+    """(DAttention kwargs, layerscale init or None) from a YAML `fmapsize` and the `layerscale=` argument.
+
+    A `layerscale` key in the mapping wins over the argument; `layerscale: null` means the recipe placement.
+    """
+    kwargs = dattention_kwargs(fmapsize)
+    layerscale = kwargs.pop(LAYERSCALE_KEY, layerscale)
+    return kwargs, (None if layerscale is None else check_init(layerscale))
 
 
 class Bottleneck_DAttention(Bottleneck):
-    """YOLOv5 Bottleneck (1×1 conv → 3×3 conv) followed by DAttention; residual when shortcut and c1 == c2.
+    """YOLOv5 Bottleneck (1×1 conv → 3×3 conv) with DAttention; residual when shortcut and c1 == c2.
 
-    Args: c1, c2 channels in/out; fmapsize see `dattention_kwargs`; shortcut, g, e as `Bottleneck`.
+    Args: c1, c2 channels in/out; fmapsize `[h, w]` or a mapping of DAttention kwargs with `q_size` (see
+    `dattention_kwargs`), which may also hold `layerscale`; shortcut, g, e as `Bottleneck`;
+    layerscale: None (default) = the recipe, `attn(z)`; a number = the safe insertion `z + gamma * attn(z)`,
+    gamma per channel starting at that number (`LayerScale`, key `layer_scale.gamma`).
     Shapes: (B, c1, H, W) -> (B, c2, H, W)
     """
 
-    def __init__(self, c1: int, c2: int, fmapsize: FmapSize, shortcut: bool = True, g: int = 1, e: float = 0.5):
+    def __init__(self, c1: int, c2: int, fmapsize: FmapSize, shortcut: bool = True, g: int = 1, e: float = 0.5,
+                 layerscale: Optional[float] = None):
         super().__init__(c1, c2, shortcut, g, e)
-        self.attention = DAttention(c2, **dattention_kwargs(fmapsize))
+        kwargs, layerscale = split_layerscale(fmapsize, layerscale)
+        self.attention = DAttention(c2, **kwargs)
+        if layerscale is not None:  # only then: the recipe's parameters and state-dict keys stay as they are
+            self.layer_scale = LayerScale(c2, layerscale)
 
     def forward(self, x):
-        y = self.attention(self.cv2(self.cv1(x)))
+        y = self.cv2(self.cv1(x))
+        scale = getattr(self, "layer_scale", None)  # checkpoints pickled before the option have none
+        y = self.attention(y) if scale is None else y + scale(self.attention(y))
         return x + y if self.add else y
 
 
 class C3_DAttention(C3):
-    """YOLOv5 C3 whose n bottlenecks are `Bottleneck_DAttention(c_, c_, fmapsize, shortcut, g, e=1.0)`.
+    """YOLOv5 C3 whose n bottlenecks are `Bottleneck_DAttention(c_, c_, fmapsize, shortcut, g, e=1.0, layerscale)`.
 
-    Args: c1, c2 channels in/out; n repeats; fmapsize see `dattention_kwargs`; shortcut, g, e as `C3`.
+    Args: c1, c2 channels in/out; n repeats; fmapsize and layerscale see `Bottleneck_DAttention`; shortcut, g, e
+    as `C3` (shortcut defaults to False, as in the recipe; YOLOv5's backbone C3 uses True).
     Shapes: (B, c1, H, W) -> (B, c2, H, W)
     """
 
     def __init__(self, c1: int, c2: int, n: int = 1, fmapsize: Optional[FmapSize] = None,
-                 shortcut: bool = False, g: int = 1, e: float = 0.5):
+                 shortcut: bool = False, g: int = 1, e: float = 0.5, layerscale: Optional[float] = None):
         super().__init__(c1, c2, n, shortcut, g, e)
         c_ = int(c2 * e)
-        kwargs = dattention_kwargs(fmapsize)
-        self.m = nn.Sequential(*(Bottleneck_DAttention(c_, c_, kwargs, shortcut, g, e=1.0) for _ in range(n)))
+        kwargs, layerscale = split_layerscale(fmapsize, layerscale)
+        self.m = nn.Sequential(*(Bottleneck_DAttention(c_, c_, kwargs, shortcut, g, e=1.0, layerscale=layerscale)
+                                 for _ in range(n)))

@@ -109,6 +109,10 @@ STEPS: List[Step] = [
          "torch >=2.9 exports with dynamo by default (needs onnxscript)", hosts="pip"),
     Step("compat:shim_noval_map50s", "entrypoints", "train.train (line 271 edited in place)", "train.py:271,389",
          "--noval: UnboundLocalError on map50s after the first epoch", hosts="pip", takes_host=False),
+    Step("compat:shim_untimed_validation_nms", "entrypoints", "val.non_max_suppression, "
+         "segment.val.non_max_suppression (a copy of utils/general.py's with line 892 edited)", "utils/general.py:892",
+         "NMS drops boxes after 0.5 + 0.05*batch s: validation mAP would depend on machine load", hosts="pip",
+         takes_host=False),
     Step("compat:shim_atomic_checkpoint_saves", "entrypoints", "torch.save as seen from the trainers; export",
          "train.py:406, export.py:136,152", "checkpoints and exports written atomically", hosts="pip"),
     Step("compat:shim_export_formats", "entrypoints", "export.export_openvino, export.run, export.export_engine",

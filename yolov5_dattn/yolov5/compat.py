@@ -585,6 +585,26 @@ def shim_noval_map50s() -> None:
     replace_function(trainer, "train", fixed, why=why)
 
 
+def shim_untimed_validation_nms() -> None:
+    """val.py (also run by train.py after every epoch) and segment/val.py call `non_max_suppression`, which
+    stops after `0.5 + 0.05 * batch` seconds and drops the rest of the batch's boxes: on a busy CPU the same
+    weights score a different mAP. Validation gets a copy without the time limit; detect/predict keep it."""
+    from yolov5.utils import general
+
+    why = "validation NMS has no time limit: mAP must not depend on how busy the machine is"
+    untimed = None
+    for name in ("yolov5.val", "yolov5.segment.val"):
+        module = sys.modules[name]
+        if patching.is_patched(module, "non_max_suppression", why):
+            continue
+        if untimed is None:
+            untimed = patching.replace_line(general.non_max_suppression, "time_limit = 0.5 + 0.05 * bs",
+                                            "time_limit = float('inf')")
+            if untimed is None:
+                return  # a YOLOv5 without this limit: nothing to do
+        patching.patch(module, "non_max_suppression", untimed, why=why)
+
+
 # ---- no lost or misplaced checkpoints --------------------------------------------------------------
 def shim_atomic_checkpoint_saves(host: Host = PIP) -> None:
     """YOLOv5 writes checkpoints in place (a kill mid-save leaves a 0-byte last.pt, a full disk a corrupt

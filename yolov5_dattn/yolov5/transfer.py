@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 
 ATTENTION_KEY = ".attention."  # Bottleneck_DAttention.attention: every DAttention tensor's name has it
+LAYER_SCALE_KEY = ".layer_scale."  # the safe insertion's per-channel scale of that attention (new with it)
 
 # reason -> table label, in table order
 ROWS = OrderedDict([
@@ -49,7 +50,7 @@ def summarise(checkpoint: Mapping[str, torch.Tensor], model: Mapping[str, torch.
     for key, tensor in model.items():
         if key in transferred:
             reason = "transferred"
-        elif ATTENTION_KEY in key:
+        elif ATTENTION_KEY in key or LAYER_SCALE_KEY in key:
             reason = "attention"
         elif any(x in key for x in exclude):
             reason = "excluded"
@@ -70,7 +71,8 @@ def format_table(report: TransferReport, source: str = "checkpoint") -> str:
         if report.keys[reason]:
             lines.append(f"  {label:<52}{len(report.keys[reason]):>8}{report.values[reason]:>12,}")
     lines.append(f"  {'total (new model)':<52}{report.total:>8}{sum(report.values.values()):>12,}")
-    fresh_modules = sorted({k.split(ATTENTION_KEY)[0] + ATTENTION_KEY.rstrip(".") for k in report.keys["attention"]})
+    fresh_modules = sorted({k.split(ATTENTION_KEY)[0] + ATTENTION_KEY.rstrip(".") for k in report.keys["attention"]
+                            if ATTENTION_KEY in k})
     if fresh_modules:
         lines.append(f"  fresh DAttention: {', '.join(fresh_modules)}")
     if report.unused:
