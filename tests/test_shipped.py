@@ -19,12 +19,14 @@ def test_checkout_configs_is_a_link_to_the_shipped_folder():
 
 def test_list_configs_by_kind():
     models = shipped.list_configs("cfg")
-    # 12 recipe configs and 10 of the safe insertion (_ls)
+    # 12 recipe configs and 10 of the safe insertion (_ls); the ultralytics host's YAMLs are a kind of their own
     assert len(models) == 22 and models[0] == "yolov5l_c3_dattn.yaml" and "segment/yolov5n-seg_c3_dattn.yaml" in models
     assert sum(name.endswith("_ls.yaml") for name in models) == 10
+    ultralytics = shipped.list_configs(shipped.ULTRALYTICS)
+    assert "ultralytics/yolo11-c3k2-dattn.yaml" in ultralytics and not set(ultralytics) & set(models)
     assert shipped.list_configs("data") == ["demo_shapes.yaml", "segment/demo_shapes-seg.yaml"]
     assert shipped.list_configs("hyp") == ["hyp.demo.yaml"]
-    assert sorted(shipped.list_configs()) == sorted(models + shipped.list_configs("data") + ["hyp.demo.yaml"])
+    assert sorted(shipped.list_configs()) == sorted(models + ultralytics + shipped.list_configs("data") + ["hyp.demo.yaml"])
     with pytest.raises(ValueError):
         shipped.list_configs("weights")
 

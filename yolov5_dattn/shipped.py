@@ -14,10 +14,12 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 KINDS = ("cfg", "data", "hyp")  # model YAML, dataset YAML, hyperparameter YAML; also YOLOv5's option names
+ULTRALYTICS = "ultralytics-model"  # a model YAML of the ultralytics package (`scales:`), for `yolov5-dattn yolo`
 
 
 def kind_of(path: Path) -> Optional[str]:
-    """'cfg', 'data' or 'hyp' from a YAML's keys (backbone/head, names, lr0); None when it is none of them."""
+    """'cfg', 'data' or 'hyp' from a YAML's keys (backbone/head, names, lr0), `ULTRALYTICS` for an ultralytics
+    model YAML (backbone/head with `scales:`, which YOLOv5 cannot build); None when it is none of them."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -25,7 +27,7 @@ def kind_of(path: Path) -> Optional[str]:
     if not isinstance(data, dict):
         return None
     if "backbone" in data and "head" in data:
-        return "cfg"
+        return ULTRALYTICS if "scales" in data else "cfg"
     if "names" in data:
         return "data"
     if "lr0" in data:
@@ -45,8 +47,8 @@ def _catalogue() -> Dict[str, str]:
 def list_configs(kind: Optional[str] = None) -> List[str]:
     """The shipped YAMLs as names relative to the configs folder ('yolov5n_c3_dattn.yaml',
     'segment/demo_shapes-seg.yaml'), top-level first, each sorted; only those of `kind` ('cfg', 'data', 'hyp')
-    when given."""
-    if kind is not None and kind not in KINDS:
+    when given (or `ULTRALYTICS`: the ultralytics model YAMLs)."""
+    if kind is not None and kind not in (*KINDS, ULTRALYTICS):
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     return [name for name, k in _catalogue().items() if kind is None or k == kind]
 

@@ -37,6 +37,7 @@ OUR_COMMANDS: Dict[str, str] = {
     "clone-setup": "make a git clone of ultralytics/yolov5 (v7.0 or master) use these modules (--undo reverses it)",
     "changes": "list every run-time change made to YOLOv5: what, why, which YOLOv5 line (yolov5_dattn/yolov5/changes.py)",
     "registry": "list the modules registered into YOLOv5's parse_model, with where each is defined",
+    "yolo": "ultralytics' yolo command (YOLOv8/11/26, RT-DETR) with DAttention blocks: yolo train model=... key=value",
 }
 
 
@@ -85,6 +86,9 @@ def _run_command(name: str, argv: List[str], prog: str) -> int:
         return _run_segment(argv, prog)
     if name == "configs":
         return configs_command(argv, prog)
+    if name == "yolo":
+        from . import yolo
+        return yolo.main(argv, prog=prog)
     if name in ("changes", "registry"):
         from . import changes
         return (changes.changes_main if name == "changes" else changes.registry_main)(argv, prog=prog)
@@ -122,6 +126,11 @@ def config_rows() -> List[Tuple[str, str, str]]:
             else:
                 detail = f"{len(d)} hyperparameters (lr0={d['lr0']}, mosaic={d.get('mosaic')})"
             rows.append((name, {"cfg": "model", "data": "data", "hyp": "hyp"}[kind], detail))
+    from yolov5_dattn.shipped import ULTRALYTICS
+    for name in list_configs(ULTRALYTICS):
+        d = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
+        rows.append((name, "yolo", f"ultralytics model (yolov5-dattn yolo ... model=), scales "
+                                   f"{' '.join(d['scales'])}"))
     return rows
 
 

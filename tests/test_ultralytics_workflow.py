@@ -1,0 +1,135 @@
+"""The ultralytics workflow offline, with ultralytics' CLI syntax: `scripts/yolo.py <mode> key=value ...`
+(= `yolov5-dattn yolo`) for detection, segmentation and RT-DETR, and the Python API after the import.
+
+Each command runs in a fresh Python whose internet sockets are blocked and logged (tests/netguard): the log
+must stay empty. n-scale models, imgsz 64, 1 epoch, 8 images.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import NETGUARD, REPO
+
+IMGSZ = 64
+COMMON = [f"imgsz={IMGSZ}", "device=cpu", "workers=0", "exist_ok=True", "plots=False"]
+TRAIN = ["epochs=1", "batch=4", *COMMON]
+
+
+@pytest.fixture(scope="session")
+def udata(tmp_path_factory) -> dict:
+    """The demo generator's data in a folder of its own (ultralytics writes its own label caches there)."""
+    from yolov5_dattn.demo_data import make_demo_data
+    return make_demo_data(tmp_path_factory.mktemp("udata"), n_train=8, n_val=4, imgsz=IMGSZ, video_frames=6)
+
+
+def yolo(*args, cwd: Path, log: Path) -> subprocess.CompletedProcess:
+    """`python scripts/yolo.py args...` with the network blocked and every attempt logged to `log`."""
+    import os
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NETGUARD), os.environ.get("PYTHONPATH", "")]),
+           "NETGUARD_LOG": str(log)}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "yolo.py"), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def ok(result: subprocess.CompletedProcess, log: Path) -> str:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not log.exists(), log.read_text()  # no network attempt, even a swallowed one
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def trained_u(udata, tmp_path_factory) -> Path:
+    """`yolo train model=yolo11n-c3k2-dattn.yaml` (a shipped name, scale n by name); returns the run folder."""
+    work = tmp_path_factory.mktemp("utrain")
+    out = ok(yolo("train", "model=yolo11n-c3k2-dattn.yaml", f"data={udata['det_yaml']}", *TRAIN,
+                  f"project={work}", "name=det", cwd=work, log=work / "net.log"), work / "net.log")
+    assert "YOLO11n-c3k2-dattn summary" in out and " 0.0 GFLOPs" not in out
+    return work / "det"
+
+
+def test_train_writes_weights_and_results(trained_u):
+    assert (trained_u / "weights" / "best.pt").is_file() and (trained_u / "results.csv").is_file()
+    import torch
+    ckpt = torch.load(trained_u / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    from yolov5_dattn.nn.dattention import DAttention
+    assert sum(isinstance(m, DAttention) for m in ckpt["model"].modules()) == 2
+
+
+def test_val_and_predict_images_folder_video(trained_u, udata, tmp_path):
+    best, log = trained_u / "weights" / "best.pt", tmp_path / "net.log"
+    out = ok(yolo("val", f"model={best}", f"data={udata['det_yaml']}", "batch=4", *COMMON, f"project={tmp_path}",
+                  "name=val", cwd=tmp_path, log=log), log)
+    assert "all" in out and "mAP50" in out
+    image = sorted(Path(udata["val_images"]).glob("*.png"))[0]
+    for name, source, expected in (("folder", udata["val_images"], 4), ("image", image, 1),
+                                   ("video", udata["video"], 1)):
+        ok(yolo("predict", f"model={best}", f"source={source}", "save=True", *COMMON, f"project={tmp_path}",
+                f"name={name}", cwd=tmp_path, log=log), log)
+        assert len([p for p in (tmp_path / name).iterdir() if p.is_file()]) == expected, name
+
+
+def test_export_onnx_and_openvino_then_predict_with_the_onnx(trained_u, udata, tmp_path):
+    best, log = trained_u / "weights" / "best.pt", tmp_path / "net.log"
+    ok(yolo("export", f"model={best}", "format=onnx", f"imgsz={IMGSZ}", cwd=tmp_path, log=log), log)
+    onnx = best.with_suffix(".onnx")
+    assert onnx.is_file() and onnx.stat().st_size > 1e6
+    ok(yolo("predict", f"model={onnx}", f"source={udata['val_images']}", "save=True", *COMMON,
+            f"project={tmp_path}", "name=onnx", cwd=tmp_path, log=log), log)
+    assert len(list((tmp_path / "onnx").glob("*.jpg"))) == 4
+    ok(yolo("export", f"model={best}", "format=openvino", f"imgsz={IMGSZ}", cwd=tmp_path, log=log), log)
+    assert list((best.parent / "best_openvino_model").glob("*.xml"))
+
+
+def test_segment_train_and_predict(udata, tmp_path):
+    log = tmp_path / "net.log"
+    ok(yolo("train", f"model={REPO / 'configs/ultralytics/yolo11n-seg-c3k2-dattn.yaml'}", f"data={udata['seg_yaml']}",
+            *TRAIN, f"project={tmp_path}", "name=seg", cwd=tmp_path, log=log), log)
+    best = tmp_path / "seg" / "weights" / "best.pt"
+    out = ok(yolo("predict", f"model={best}", f"source={udata['seg_val_images']}", "save=True", *COMMON,
+                  f"project={tmp_path}", "name=segpred", cwd=tmp_path, log=log), log)
+    assert "segment" in out.lower() or len(list((tmp_path / "segpred").glob("*.jpg"))) == 4
+    assert len(list((tmp_path / "segpred").glob("*.jpg"))) == 4
+
+
+def test_rtdetr_train_and_predict(udata, tmp_path):
+    log = tmp_path / "net.log"
+    out = ok(yolo("train", "model=rtdetr-l-aifi-dattn.yaml", f"data={udata['det_yaml']}", *TRAIN,
+                  f"project={tmp_path}", "name=rtdetr", cwd=tmp_path, log=log), log)
+    assert "AIFI_DAttention" in out
+    best = tmp_path / "rtdetr" / "weights" / "best.pt"
+    ok(yolo("predict", f"model={best}", f"source={udata['val_images']}", "save=True", *COMMON,
+            f"project={tmp_path}", "name=rtpred", cwd=tmp_path, log=log), log)
+    assert len(list((tmp_path / "rtpred").glob("*.jpg"))) == 4
+
+
+def test_python_api_after_the_import(udata, tmp_path, network_attempts):
+    import yolov5_dattn.ultralytics  # noqa: F401
+    from ultralytics import YOLO
+    model = YOLO(str(REPO / "configs" / "ultralytics" / "yolov8n-c2f-dattn.yaml"))
+    model.train(data=str(udata["det_yaml"]), epochs=1, imgsz=IMGSZ, batch=4, device="cpu", workers=0,
+                project=str(tmp_path), name="api", plots=False, verbose=False)
+    assert (tmp_path / "api" / "weights" / "best.pt").is_file()
+    assert network_attempts == []
+
+
+@pytest.mark.parametrize("args,names", [
+    (["train", "modle=x.yaml"], "'modle' is not a valid YOLO argument"),
+    (["train", "model=missing.yaml", "data=x.yaml"], "missing.yaml"),
+    (["predict", "model=evil.pt", "source=x.png"], "evil.pt references types outside"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(args, names, tmp_path):
+    import os
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")  # a checkpoint that runs a command when unpickled
+    result = yolo(*args, cwd=tmp_path, log=tmp_path / "net.log")
+    assert not (tmp_path / "ran").exists()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: yolov5-dattn yolo: ") and names in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr

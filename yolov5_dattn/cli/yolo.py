@@ -1,0 +1,83 @@
+"""`yolov5-dattn yolo <mode> key=value ...`: ultralytics' own `yolo` command with the DAttention blocks.
+
+    yolov5-dattn yolo train model=configs/ultralytics/yolo11n-c3k2-dattn.yaml data=shapes.yaml epochs=1 imgsz=160
+    yolov5-dattn yolo val model=runs/detect/train/weights/best.pt data=shapes.yaml
+    yolov5-dattn yolo predict model=best.pt source=images/          # images, a folder, a video
+    yolov5-dattn yolo export model=best.pt format=onnx               # or openvino
+    python scripts/yolo.py train model=...                            # the same, from a checkout
+
+Everything after `yolo` is ultralytics' CLI syntax, unchanged (`yolov5-dattn yolo help` prints ultralytics'
+help). Before it runs, `yolov5_dattn.ultralytics` is installed (the blocks registered, ultralytics offline,
+GFLOPs that count the attention). `model=` also takes a shipped config by file name
+(`model=yolo11n-c3k2-dattn.yaml`, scale letter included). Bad input (an unknown key, a missing file) is one
+`error:` line and exit status 2.
+"""
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from yolov5_dattn.errors import UserError
+
+PROG = "yolov5-dattn yolo"
+# exceptions ultralytics raises for bad input (an unknown or malformed key, a missing file, a bad value)
+USER_ERRORS = (UserError, SyntaxError, FileNotFoundError, ValueError)
+
+
+def shipped_model(value: str) -> str:
+    """`value` of `model=`, or the shipped `configs/ultralytics/` path when it names one of ours by file name
+    (`yolo11n-c3k2-dattn.yaml`: the scale letter is kept in the path, ultralytics reads it from there). An
+    existing path always wins."""
+    from yolov5_dattn.shipped import CONFIGS
+    if not value or Path(value).exists() or "/" in value or "\\" in value:
+        return value
+    folder = CONFIGS / "ultralytics"
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", value)  # ultralytics' own scale-stripping rule
+    if (folder / value).is_file() or (folder / unified).is_file():
+        return str(folder / value)
+    return value
+
+
+def _arguments(argv: Sequence[str]) -> List[str]:
+    out = []
+    for a in argv:
+        key, sep, value = a.partition("=")
+        out.append(f"{key}={shipped_model(value)}" if sep and key == "model" else a)
+    return out
+
+
+def _message(e: BaseException) -> str:
+    """The first non-blank line of an ultralytics error, without its 'ERROR ❌️' decoration."""
+    line = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
+    return re.sub(r"^ERROR\s*\S*\s*", "", line)
+
+
+def run(argv: Sequence[str]) -> None:
+    """Run ultralytics' `yolo` entry point on `argv` (its key=value syntax) with our blocks installed.
+    Raises what ultralytics raises."""
+    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    import ultralytics.cfg as cfg
+
+    from yolov5_dattn import patching
+    with patching.temporarily(cfg, "ARGV", ["yolo", *_arguments(argv)],
+                              why="ultralytics' entry point reads its arguments from ARGV"):
+        cfg.entrypoint()
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
+    """`yolov5-dattn yolo ...` (default sys.argv[1:]); returns the exit status: 0, or 2 with one `error:` line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
+    try:
+        run(argv)
+    except USER_ERRORS as e:
+        print(f"error: {prog}: {_message(e)}", file=sys.stderr)
+        return 2
+    except TypeError as e:  # ultralytics' refusal of a checkpoint (unsafe, damaged) is a TypeError marked ERROR
+        if not str(e).startswith("ERROR"):
+            raise
+        print(f"error: {prog}: {_message(e)}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,48 @@
+"""The ultralytics host: DAttention blocks for YOLOv8, YOLO11, YOLO26 and RT-DETR, without editing ultralytics.
+
+`import yolov5_dattn.ultralytics` installs everything, once (importing it again, or `install()`, is a no-op):
+
+1. `offline`: ultralytics never reaches the network (no font / weight / AMP-check download, no pip install);
+2. `registry`: `ultralytics.nn.tasks.parse_model` builds `C2f_DAttention`, `C3k2_DAttention`, `C3k_DAttention`,
+   `C2PSA_DAttention`, `AIFI_DAttention`, `Bottleneck_DAttention` (and `DAttention`) like their parents;
+3. `flops`: ultralytics' model summary counts GFLOPs with the attention, never 0.0 from the thop clash;
+4. `checkpoints`: checkpoints load with `weights_only=True` and an allowlist (ours included), by default.
+
+Every change is made through `yolov5_dattn.patching` (`patching.changes("ultralytics")` lists them).
+Tested with ultralytics `registry.TESTED_RANGE`; another parse_model shape is refused in one line.
+"""
+import warnings
+
+from . import offline
+
+offline.set_environment()  # before ultralytics' first import: it probes the network at import unless told not to
+
+from .blocks import (AIFI_DAttention, Bottleneck_DAttention, C2f_DAttention, C2PSA_DAttention,  # noqa: E402
+                     C3k2_DAttention, C3k_DAttention)
+from .registry import TESTED_RANGE, UnsupportedUltralytics, in_tested_range, ultralytics_version  # noqa: E402
+
+__all__ = ["AIFI_DAttention", "Bottleneck_DAttention", "C2f_DAttention", "C2PSA_DAttention", "C3k2_DAttention",
+           "C3k_DAttention", "UnsupportedUltralytics", "TESTED_RANGE", "install"]
+
+_installed = False
+
+
+def install() -> None:
+    """Install the ultralytics integration (idempotent). Raises UnsupportedUltralytics for a parse_model of
+    another shape, before changing anything."""
+    global _installed
+    if _installed:
+        return
+    from . import checkpoints, flops, registry
+    version = ultralytics_version()
+    if not in_tested_range(version):
+        warnings.warn(f"yolov5_dattn: ultralytics {version} is outside the tested range "
+                      f">={TESTED_RANGE[0]},<{TESTED_RANGE[1]}", stacklevel=2)
+    registry.register()
+    offline.apply()
+    flops.apply()
+    checkpoints.apply()
+    _installed = True
+
+
+install()

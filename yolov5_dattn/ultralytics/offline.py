@@ -1,0 +1,95 @@
+"""Ultralytics without the network: no font or weight download, no AMP-check download, no pip auto-install,
+no online probe or telemetry.
+
+ultralytics reaches out on its own: `is_online()` resolves DNS names at import (unless `YOLO_OFFLINE` is set),
+`check_font` downloads Arial.ttf for label plots, `check_amp` downloads yolo26n.pt on CUDA, `check_requirements`
+runs pip for a missing exporter dependency, and settings-driven events are sent while `ONLINE` is true; and OpenVINO (`format=openvino`) sends telemetry to
+Google Analytics from `openvino_telemetry`, whatever ultralytics says. Each of
+these is replaced through `yolov5_dattn.patching` (also in the modules that imported it by name), so the same
+code runs whether ultralytics was imported before or after us.
+"""
+import os
+import sys
+from pathlib import Path
+
+from yolov5_dattn import patching
+from yolov5_dattn.import_hook import when_imported
+
+ENV = {"YOLO_OFFLINE": "1"}  # read by ultralytics at import (is_online): set before it is imported
+STEP = "offline"
+
+
+def set_environment() -> None:
+    """Set ultralytics' offline environment variables unless the user has set them (call before its import)."""
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _holders(name: str, original) -> list:
+    """Loaded ultralytics modules that hold `original` under `name` (imported it by name)."""
+    return [m for n, m in list(sys.modules.items())
+            if m is not None and (n == "ultralytics" or n.startswith("ultralytics.")) and
+            getattr(m, name, None) is original]
+
+
+def local_font(font: str = "Arial.ttf"):
+    """`check_font` without the download: the font from ultralytics' config dir or matplotlib's list, else None
+    (ultralytics' Annotator then falls back to PIL's default font)."""
+    from matplotlib import font_manager
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    file = USER_CONFIG_DIR / Path(font).name
+    if file.exists():
+        return file
+    matches = [f.fname for f in font_manager.fontManager.ttflist if font in f.fname and os.path.exists(f.fname)]
+    return matches[0] if matches else None
+
+
+def _no_install_requirements(original):
+    def check_requirements(requirements=None, exclude=(), install=True, cmds="", constrain=()):
+        """ultralytics' check_requirements with `install=False`: reports what is missing, never runs pip."""
+        if requirements is None:
+            return original(exclude=exclude, install=False, cmds=cmds, constrain=constrain)
+        return original(requirements, exclude=exclude, install=False, cmds=cmds, constrain=constrain)
+    return check_requirements
+
+
+def _amp_without_download(original):
+    def check_amp(model):
+        """ultralytics' AMP check where its reference weights are on disk already; else AMP off (no download)."""
+        from ultralytics.utils import WEIGHTS_DIR
+        if (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+            return original(model)
+        return False
+    return check_amp
+
+
+def _silence_openvino() -> None:
+    from openvino_telemetry.utils.sender import TelemetrySender
+
+    def send(self, backend, message):
+        """openvino_telemetry's sender, sending nothing."""
+    with patching.applying(STEP):
+        patching.patch(TelemetrySender, "send", send, why="OpenVINO's export sends telemetry (Google Analytics)")
+
+
+def apply() -> None:
+    """Make the loaded ultralytics offline (idempotent)."""
+    import ultralytics.utils as utils
+    import ultralytics.utils.checks as checks
+    # the modules that import these by name at their import: loaded now, so `also=` reaches them
+    import ultralytics.data.utils  # noqa: F401
+    import ultralytics.engine.exporter  # noqa: F401
+    import ultralytics.engine.trainer  # noqa: F401
+    import ultralytics.utils.plotting  # noqa: F401
+
+    with patching.applying(STEP):
+        for name, make in (("check_font", lambda original: local_font),
+                           ("check_requirements", _no_install_requirements),
+                           ("check_amp", _amp_without_download)):
+            original = getattr(checks, name)
+            patching.patch(checks, name, make(original), also=_holders(name, original),
+                           why=f"ultralytics' {name} would reach the network (download / pip)")
+        when_imported("openvino_telemetry", lambda: None, _silence_openvino)  # at its import: it is slow to import
+        patching.patch(utils, "ONLINE", False, also=_holders("ONLINE", utils.ONLINE),
+                       why="ultralytics probes the network and sends events while ONLINE is true")
