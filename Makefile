@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test install constraints clean
+.PHONY: demo test install constraints clean docs-compare
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# Regenerate docs/compare.json and docs/compare.png (stamped with commit and date; see docs/performance.md).
+docs-compare: install
+	$(PY) scripts/compare.py --cfg configs/yolov5n_c3_dattn.yaml configs/yolov5s_c3_dattn.yaml \
+	    configs/yolov5l_c3_dattn.yaml --imgsz 640 --runs 5 --threads 2 --json docs/compare.json --plot docs/compare.png
 
 # Re-resolve setup.cfg's ranges in a scratch venv and pin the result (then `make clean test`, commit both files).
 constraints:

@@ -1,11 +1,18 @@
-"""scripts/compare.py: the baseline it picks, its bad-input messages, and one real run's --json and --plot."""
+"""scripts/compare.py: the baseline it picks, its bad-input messages, one real run's --json and --plot, and the
+commit/date stamp they carry."""
 import importlib.util
 import json
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from yolov5_dattn.analysis.comparison import compare, default_baseline, parse_device, resolve_cfg, yolov5_models_dir
+from yolov5_dattn.analysis.comparison import (compare, default_baseline, format_table, parse_device, resolve_cfg,
+                                             yolov5_models_dir)
+from yolov5_dattn.analysis import stamp as stamp_mod
+from yolov5_dattn.analysis.compare_plot import footer
 from yolov5_dattn.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +102,10 @@ def test_cli_json_plot_and_table(run_compare, tmp_path):
                                "--warmup", "0", "--json", out_json, "--plot", out_png)
     assert rc == 0, err
     result = json.loads(out_json.read_text())
+    assert result["commit"] == stamp_mod.code_version()
+    assert timedelta(0) <= datetime.now(timezone.utc) - datetime.fromisoformat(result["date"]) < timedelta(hours=1)
+    # the table's header names them too
+    assert f"commit {result['commit']}, {result['date']}, torch {result['torch']}" in out.splitlines()
     assert result["imgsz"] == [128, 128] and result["batch"] == 1 and result["device"].startswith("cpu: ")
     base, ours = result["models"]  # the baseline first
     assert (base["name"], ours["name"]) == ("yolov5n", "yolov5n_c3_dattn")
@@ -119,3 +130,50 @@ def test_cli_json_plot_and_table(run_compare, tmp_path):
     png = out_png.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert not list(tmp_path.rglob("*.part"))
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout")
+def test_stamp_is_the_checkouts_commit():
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert stamp_mod.code_version() == head + ("+dirty" if dirty else "")
+
+
+def test_stamp_outside_a_checkout_is_the_package_version(tmp_path, monkeypatch):
+    import yolov5_dattn
+    monkeypatch.setattr(stamp_mod, "ROOT", tmp_path)  # like a wheel in site-packages: no .git
+    assert stamp_mod.code_version() == f"yolov5-dattn {yolov5_dattn.__version__}"
+    if shutil.which("git"):  # a wheel inside another project's repository still reports the version
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        monkeypatch.setattr(stamp_mod, "ROOT", tmp_path / "site-packages")
+        (tmp_path / "site-packages").mkdir()
+        assert stamp_mod.code_version() == f"yolov5-dattn {yolov5_dattn.__version__}"
+    s = stamp_mod.stamp()
+    assert set(s) == {"commit", "date"} and datetime.fromisoformat(s["date"]).tzinfo is not None
+
+
+def test_plot_footer_names_commit_date_and_torch():
+    text = footer({"commit": "abc1234", "date": "2026-12-02T00:30:00+00:00", "torch": "2.14.1", "threads": 2})
+    assert text == "commit abc1234, 2026-12-02T00:30:00+00:00, torch 2.14.1, 2 threads"
+    assert footer({}) == "commit unknown, date unknown"  # a JSON from before the stamp still plots
+
+
+def test_plot_marks_latency_timed_on_a_busy_machine():
+    from yolov5_dattn.analysis.compare_plot import timing_is_noisy
+    assert timing_is_noisy({"load_average": 8.6, "threads": 2})
+    assert not timing_is_noisy({"load_average": 1.4, "threads": 2})  # the measurement's own threads
+    assert not timing_is_noisy({"threads": 2}) and not timing_is_noisy({"load_average": 9.0})
+
+
+def test_train_step_is_timed_per_model_and_shown_against_the_baseline():
+    result = compare(["configs/yolov5n_c3_dattn.yaml"], imgsz=[64], runs=1, warmup=0, memory=False, train_step=True)
+    base, ours = result["models"]
+    assert base["name"] == "yolov5n" and ours["baseline"] == "yolov5n"
+    assert base["train_step_ms"] > 0 and ours["train_step_ms"] > 0
+    table = format_table(result)
+    assert "train step" in table and f"{ours['train_step_ms'] / base['train_step_ms']:.2f}x" in table
+    # without the flag nothing is timed and the table has no such column
+    plain = compare(["configs/yolov5n_c3_dattn.yaml"], imgsz=[64], runs=1, warmup=0, memory=False)
+    assert plain["models"][1]["train_step_ms"] is None and "train step" not in format_table(plain)

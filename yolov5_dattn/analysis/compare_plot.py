@@ -5,12 +5,32 @@ from pathlib import Path
 CONV, ATTN, FWD, TRAIN = "#4C72B0", "#DD8452", "#55A868", "#8172B3"
 
 
+def timing_is_noisy(result: dict) -> bool:
+    """True when the machine was busy while timing: load average above 1.5 × the measuring threads.
+
+    The measurement itself keeps `threads` cores busy; a load well above that means other jobs shared the cores
+    and the latencies say more about them than about the models.
+    """
+    load, threads = result.get("load_average"), result.get("threads")
+    return load is not None and bool(threads) and load > 1.5 * threads
+
+
+def footer(result: dict) -> str:
+    """The plot's provenance line: 'commit abc1234, 2026-12-02T00:30:00+00:00, torch 2.14.1, 2 threads'."""
+    parts = [f"commit {result.get('commit', 'unknown')}", result.get("date", "date unknown")]
+    if result.get("torch"):
+        parts.append(f"torch {result['torch']}")
+    if result.get("threads"):
+        parts.append(f"{result['threads']} threads")
+    return ", ".join(parts)
+
+
 def plot_comparison(result: dict, path: Path) -> Path:
     """Write a three-panel bar chart of `comparison.compare()`'s result to `path` (PNG). Returns the path.
 
     Panel 1 stacks each model's full GFLOPs into convolution (everything outside DAttention) and attention
     (inside DAttention modules); panel 2 is the median latency (baselines blue, attention models orange);
-    panel 3 the forward and training-step peaks.
+    panel 3 the forward and training-step peaks. A footer names the commit, date and torch (`footer`).
     The file appears only once complete.
     """
     import matplotlib
@@ -37,6 +57,9 @@ def plot_comparison(result: dict, path: Path) -> Path:
     for i, m in enumerate(models):
         ax.annotate(f"{m['latency_ms']:.0f}", (i, m["latency_ms"]), ha="center", va="bottom", fontsize=8)
     ax.set_title(f"latency, ms (median of {result['runs']})")
+    if timing_is_noisy(result):  # say it on the panel itself: the figure travels without its JSON
+        ax.set_title(f"latency, ms (median of {result['runs']})\nNOT COMPARABLE: timed under load "
+                     f"{result['load_average']:.1f} on {result['threads']} threads", color="#C44E52")
 
     ax = axes[2]
     width = 0.4
@@ -55,6 +78,7 @@ def plot_comparison(result: dict, path: Path) -> Path:
     load = result.get("load_average")
     fig.suptitle(f"imgsz {h}x{w}, batch {result['batch']} — {result['device']}"
                  + (f", load average {load:.1f}" if load is not None else ""), fontsize=10)
+    fig.supxlabel(footer(result), fontsize=7, color="0.35")  # constrained_layout keeps room for it
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

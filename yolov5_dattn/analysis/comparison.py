@@ -5,6 +5,7 @@
 `yolov5_dattn.analysis.flops`, the measurement rules those of `yolov5_dattn.analysis.profiling`.
 """
 import re
+import functools
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -15,6 +16,7 @@ from yolov5_dattn.errors import UserError
 from .flops import FlopReport, count_flops, image_shape
 from .profiling import (build_model, collect_memory_worker, device_description, load_average, measure_peaks,
                         median_latency_ms, memory_supported, module_times_ms, start_memory_worker)
+from .stamp import stamp
 
 # (depth_multiple, width_multiple) of YOLOv5's scales
 SCALES = {(0.33, 0.25): "n", (0.33, 0.5): "s", (0.67, 0.75): "m", (1.0, 1.0): "l", (1.33, 1.25): "x"}
@@ -131,13 +133,16 @@ def _layers(report: FlopReport, times: Dict[str, float]) -> List[dict]:
 
 
 def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence[int] = (640,), batch: int = 1,
-            device: str = "cpu", runs: int = 10, warmup: int = 2, memory: bool = True) -> dict:
+            device: str = "cpu", runs: int = 10, warmup: int = 2, memory: bool = True,
+            train_step: bool = False) -> dict:
     """Measure each `--cfg` model and its baseline. Returns the `--json` dict (baselines before their models).
 
     Args:
         cfgs: model YAMLs; baseline: one YAML for all of them (default: each one's same-scale YOLOv5 model);
         imgsz: [s] or [h, w]; batch; device: 'cpu', 'cuda', ...; runs/warmup: timed/untimed forwards;
-        memory: measure peak memory (CPU: in a fresh subprocess).
+        memory: measure peak memory (CPU: in a fresh subprocess);
+        train_step: also time a training step (forward + backward in train mode, models in turns).
+    The dict starts with `commit` and `date` (`stamp.stamp()`: which code measured, and when).
     Raises UserError on bad input, before any measurement.
     """
     if batch < 1:
@@ -165,6 +170,7 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
                             f"{stride}: use --imgsz {up(h)}" + (f" {up(w)}" if h != w else ""))
 
     shape = [batch, 3, h, w]
+    provenance = stamp()  # the start of the measurement
     use_memory = memory and memory_supported(dev)
     worker = None
     if use_memory and dev.type == "cpu":  # starts now; waited for before any timing
@@ -186,6 +192,12 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
         latencies = median_latency_ms([lambda m=e["model"], x=x: m(x) for e, x in zip(entries, inputs)], dev,
                                       warmup=warmup, runs=runs)
     load = load_average()  # the last minute: the timing
+    steps = [None] * len(entries)
+    if train_step:
+        steps = median_latency_ms([functools.partial(_train_step, e["model"], x) for e, x in zip(entries, inputs)],
+                                  dev, warmup=max(warmup, 1), runs=runs)
+        for entry in entries:
+            entry["model"].eval()
 
     models = []
     for entry, x, latency in zip(entries, inputs, latencies):
@@ -206,11 +218,13 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
             "gflops_train_step": entry["train_flops"].total / 1e9,
             "latency_ms": latency["median"],
             "latency_range_ms": [latency["min"], latency["max"]],
+            "train_step_ms": steps[len(models)]["median"] if steps[len(models)] else None,
             "peak_mem_mb": peak["forward"] if peak else None,
             "train_peak_mem_mb": peak["train"] if peak else None,
             "layers": _layers(report, times),
         })
     return {
+        **provenance,
         "imgsz": [h, w],
         "batch": batch,
         "device": device_description(dev),
@@ -221,6 +235,17 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
         "torch": torch.__version__,
         "models": models,
     }
+
+
+def _train_step(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """One training step's compute: forward in train mode and the backward of a loss over every output (the
+    detection loss itself costs little next to the network; the optimizer step is the same for both models)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    outputs = out if isinstance(out, (list, tuple)) else [out]
+    flat = [t for o in outputs for t in (o if isinstance(o, (list, tuple)) else [o]) if torch.is_tensor(t)]
+    sum(t.float().mean() for t in flat).backward()
 
 
 # ---- the table -----------------------------------------------------------------------------------
@@ -241,6 +266,13 @@ def _g(value: float) -> str:
     return f"{value:.{2 if abs(value) >= 1 else 3 if abs(value) >= 0.1 else 4}f}"
 
 
+def _ratio(m: dict, base: Optional[dict], key: str) -> str:
+    """'2.31x': m[key] / base[key], or '' without a baseline or a value."""
+    if not base or not m.get(key) or not base.get(key):
+        return ""
+    return f"{m[key] / base[key]:.2f}x"
+
+
 def _mb(value) -> str:
     return "n/a" if value is None else f"{value:.{0 if value >= 100 else 1}f}"
 
@@ -252,11 +284,16 @@ def format_table(result: dict) -> str:
     load = result.get("load_average")
     lines = [f"imgsz {h}x{w}, batch {result['batch']}, {result['device']}"
              + (f" (load average {load:.1f} while timing)" if load is not None else ""),
+             f"commit {result.get('commit', 'unknown')}, {result.get('date', 'date unknown')}, "
+             f"torch {result.get('torch', '?')}",
              f"latency = median of {result['runs']} forwards after {result['warmup']} warm-up, models in turns; "
              f"memory = peak growth (forward: eval, no grad; train: forward + backward)", ""]
+    steps = any(m.get("train_step_ms") for m in result["models"])
     header = (f"{'model':<24}{'params':>12}{'Δ params':>20}{'GFLOPs':>9}{'GFLOPs':>9}{'Δ GFLOPs (full)':>20}"
-              f"{'latency':>10}{'Δ latency':>11}{'fwd mem':>9}{'train mem':>11}")
-    units = (f"{'':<24}{'':>12}{'':>20}{'YOLOv5':>9}{'full':>9}{'':>20}{'ms':>10}{'':>11}{'MB':>9}{'MB':>11}")
+              f"{'latency':>10}{'Δ latency':>11}{'fwd mem':>9}{'train mem':>11}"
+              + (f"{'train step':>12}{'× base':>8}" if steps else ""))
+    units = (f"{'':<24}{'':>12}{'':>20}{'YOLOv5':>9}{'full':>9}{'':>20}{'ms':>10}{'':>11}{'MB':>9}{'MB':>11}"
+             + (f"{'ms':>12}{'':>8}" if steps else ""))
     lines += [header, units, "-" * len(header)]
     for m in result["models"]:
         base = by_name.get(m["baseline"]) if m["baseline"] else None
@@ -266,7 +303,8 @@ def format_table(result: dict) -> str:
         lines.append(
             f"{m['name']:<24}{m['params']:>12,}{_delta(m['params'], base and base['params'], 0):>20}"
             f"{_g(m['gflops_thop']):>9}{_g(m['gflops']):>9}{gflops_delta:>20}"
-            f"{m['latency_ms']:>10.1f}{lat_delta:>11}{_mb(m['peak_mem_mb']):>9}{_mb(m['train_peak_mem_mb']):>11}")
+            f"{m['latency_ms']:>10.1f}{lat_delta:>11}{_mb(m['peak_mem_mb']):>9}{_mb(m['train_peak_mem_mb']):>11}"
+            + (f"{_num(m.get('train_step_ms'), '.1f'):>12}{_ratio(m, base, 'train_step_ms'):>8}" if steps else ""))
     lines += ["", "GFLOPs YOLOv5 = thop at the real imgsz, unfused (YOLOv5's convention; blind to matmul and "
                   "attention ops); GFLOPs full = torch FlopCounterMode (conv, matmul, attention kernels; "
                   "elementwise ops count 0)."]

@@ -4,6 +4,9 @@ and each DAttention layer's share.
 
     yolov5-dattn compare --cfg yolov5l_c3_dattn.yaml --imgsz 640 --json out.json --plot out.png
     python scripts/compare.py --cfg configs/yolov5l_c3_dattn.yaml ...     # the same, from a checkout
+    make docs-compare                                                    # regenerates docs/compare.{json,png}
+
+The JSON and the plot carry `commit` (the checkout's short hash, else the package version) and `date`.
 """
 import argparse
 import json
@@ -31,9 +34,13 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
                         help="torch CPU threads for the measurements (default: torch's default here)")
     parser.add_argument("--runs", type=int, default=10, help="timed forwards per model (latency = their median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards before timing")
+    parser.add_argument("--train-step", action="store_true",
+                        help="also time a training step (forward + backward, train mode; same --runs, models in "
+                             "turns) and print its ratio to the baseline")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurements (on CPU they run in a separate process)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the results to this JSON file (stamped with the commit and date)")
     parser.add_argument("--plot", type=Path, default=None,
                         help="also write a PNG bar chart (GFLOPs conv/attention, latency, memory) to this file")
     return parser.parse_args(argv)
@@ -58,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
             if path is not None and path.is_dir():
                 raise UserError(f"{flag} {path}: is a folder: give a file name")
         result = compare(opt.cfg, opt.baseline, opt.imgsz, opt.batch, opt.device, opt.runs, opt.warmup,
-                         memory=not opt.no_memory)
+                         memory=not opt.no_memory, train_step=opt.train_step)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
