@@ -3,9 +3,8 @@
 Three classes (circle, square, triangle) in random sizes and rotations, never overlapping, so every
 label is exact: YOLO boxes for detection, polygons for segmentation. Each class also has its own colour
 family (reds, greens, blues; hue, saturation and brightness vary) on a greyish background: with only
-shape to go by, yolov5n learns the classes too slowly for a demo of a few CPU minutes (measured: class
-loss still at chance after ~150 optimizer steps), with shape and colour it learns them in that time. A short video of moving shapes
-exercises letterboxed video inference. Everything depends only on `seed` (each image has its own
+shape to go by, yolov5n learns the classes too slowly for a demo of a few CPU minutes; with shape and colour
+it learns them in that time. A short video of moving shapes exercises letterboxed video inference. Everything depends only on `seed` (each image has its own
 random stream, so changing `n_train` does not change the val split).
 
 Layout under `root`:

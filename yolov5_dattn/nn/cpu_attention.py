@@ -222,7 +222,7 @@ def _ptr(t: Tensor) -> ctypes.c_void_p:
 
 # ---- the operators -----------------------------------------------------------------------------------------
 # Defined with torch.library.Library, not torch.library.custom_op: the latter imports torch._dynamo on its first
-# call (~2 s in every process). Autograd is an autograd.Function around the two operators.
+# call, a slow import in every process. Autograd is an autograd.Function around the two operators.
 _LIBRARY = torch.library.Library("yolov5_dattn", "DEF")
 _LIBRARY.define("attention_cpu(Tensor q, Tensor k, Tensor v, int heads) -> (Tensor, Tensor)")
 _LIBRARY.define("attention_cpu_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "

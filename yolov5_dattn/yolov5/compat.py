@@ -1,9 +1,10 @@
 """Compatibility layer: makes the packaged YOLOv5 (7.0.14) run on today's libraries, offline.
 
-Each shim is one small named function that fixes one measured break (see issue 3) and is safe to run
-twice. `apply()` runs the shims the model code needs (done by `import yolov5_dattn`);
-`apply_entrypoints()` also imports and patches YOLOv5's train/val/detect/export/segment modules (done
-by the scripts). Shims that must act before `yolov5` is first imported run in `apply_before_import()`.
+Each shim is one small named function that fixes one break of YOLOv5 on today's libraries and is safe to
+run twice; `changes.py` lists them in order, with the YOLOv5 line each concerns. `apply()` runs the shims
+the model code needs (done by `import yolov5_dattn`); `apply_entrypoints()` also imports and patches
+YOLOv5's train/val/detect/export/segment modules (done by the scripts). Shims that must act before `yolov5`
+is first imported run in `apply_before_import()`.
 
 Hosts: the shims act on one copy of YOLOv5's modules, a `Host`: the pip package (`PIP`, modules
 `yolov5.utils.general`, ...) or a git clone (`Host.clone(root)`, modules `utils.general`, ... and the
