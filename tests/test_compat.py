@@ -22,6 +22,17 @@ def test_pkg_resources(monkeypatch):
     assert pkg_resources.parse_version("1.10") > pkg_resources.parse_version("1.9")
 
 
+def test_pkg_resources_stand_in_without_setuptools_pkg_resources(monkeypatch, tmp_path):
+    """As on setuptools >=81: the stand-in serves yolov5's parse_version and pytest's syspath_prepend."""
+    monkeypatch.setitem(sys.modules, "pkg_resources", None)  # `import pkg_resources` raises ImportError
+    compat.shim_pkg_resources()
+    stand_in = sys.modules["pkg_resources"]
+    assert stand_in is not None and "stand-in" in stand_in.__doc__
+    assert stand_in.parse_version("1.10") > stand_in.parse_version("1.9")
+    monkeypatch.syspath_prepend(str(tmp_path))  # calls pkg_resources.fixup_namespace_packages
+    assert sys.path[0] == str(tmp_path)
+
+
 def test_offline_ultralytics(monkeypatch):
     monkeypatch.delenv("YOLO_OFFLINE", raising=False)
     compat.shim_offline_ultralytics()

@@ -101,6 +101,8 @@ def _validate_runs(plan: dict, folder: Path) -> None:
         seen.add(run.cfg)
         argv = ablation.train_command(plan, run, folder)[3 + len(ablation.TRAIN_COMMAND[task]):]
         argv[argv.index("--project") + 1] = str(folder.parent)  # exists; the folder itself may not yet
+        if "--hyp" not in argv:  # YOLOv5's default is relative to the directory this process imported it from
+            argv += ["--hyp", str(_default_hyp())]
         captured = io.StringIO()
         try:
             with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()), quiet_yolov5():
@@ -115,6 +117,13 @@ def _validate_runs(plan: dict, folder: Path) -> None:
             raise UserError(f"--cfg {Path(run.cfg).name}: {one_line(e)}") from None
         except UserError as e:
             raise UserError(f"--cfg {Path(run.cfg).name}: {one_line(e)}") from None
+
+
+def _default_hyp() -> Path:
+    """The hyperparameter YAML train.py and segment/train.py use without --hyp (YOLOv5's default), as an absolute
+    path: the runs get it from their own train.py; this process may have changed directory since importing it."""
+    import yolov5
+    return Path(yolov5.__file__).resolve().parent / "data" / "hyps" / "hyp.scratch-low.yaml"
 
 
 def _nc_of(data: str) -> Optional[int]:

@@ -120,13 +120,16 @@ def replace_function(module: types.ModuleType, name: str, new: Callable, host: H
 
 # ---- before `import yolov5` ---------------------------------------------------------------------
 def shim_pkg_resources() -> None:
-    """setuptools ≥81 removed `pkg_resources`; yolov5 imports it only for `parse_version`."""
+    """setuptools ≥81 removed `pkg_resources`; yolov5 imports it only for `parse_version`. Once the stand-in is in
+    `sys.modules`, other code that finds it there asks for `fixup_namespace_packages` too (pytest's
+    `monkeypatch.syspath_prepend` does): a no-op, as there are no pkg_resources-style namespace packages left."""
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
         from packaging.version import parse as parse_version
-        module = types.ModuleType("pkg_resources")
+        module = types.ModuleType("pkg_resources", "yolov5_dattn's stand-in: setuptools >=81 has no pkg_resources")
         module.parse_version = parse_version
+        module.fixup_namespace_packages = lambda path_item, parent=None: None
         sys.modules["pkg_resources"] = module
 
 
