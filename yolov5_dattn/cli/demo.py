@@ -5,7 +5,7 @@ images and on a video, compare the model's cost with its YOLOv5 baseline, and sa
     python scripts/demo.py            # the same from a checkout (or: make demo)
 
 Every step runs a `yolov5-dattn` command in a fresh Python (`python -m yolov5_dattn make-demo-data`, train,
-val, detect, compare), exactly as a user would. Offline, CPU, about 1.4 minutes on a 2-core machine (the
+val, detect, compare), exactly as a user would. Offline, CPU, about 1.7 minutes on a 2-core machine (the
 measurement: docs/performance.md); the output lands under --out (default ./demo of the current folder).
 """
 import argparse
