@@ -204,6 +204,22 @@ def test_no_allowlisted_module_class_can_be_called(cls, args, tmp_path):
         checkpoints.load(path, trust=False)
 
 
+def test_classes_other_code_allowlisted_for_the_process_cannot_be_called(tmp_path):
+    """ultralytics' restricted loader adds real classes to torch's process-wide allowlist for good; our loader
+    still refuses a call of one, and leaves that list as it found it."""
+    path = tmp_path / "calls.pt"
+    torch.save({"model": Calls(nn.Conv2d, 3, 3, 1)}, path)
+    before = list(torch.serialization.get_safe_globals())
+    torch.serialization.add_safe_globals([nn.Conv2d])
+    try:
+        with pytest.raises(checkpoints.UserError, match="calls torch.nn.modules.conv.Conv2d"):
+            checkpoints.load(path, trust=False)
+        assert nn.Conv2d in torch.serialization.get_safe_globals()
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
+
+
 def test_saved_models_are_restored_as_the_real_classes(tmp_path):
     """NEWOBJ + BUILD (how torch.save pickles modules) still works: same outputs, real classes, no stand-in."""
     for cls, cfg in [(yolo.DetectionModel, DET_CFG), (yolo.SegmentationModel, SEG_CFG)]:

@@ -22,12 +22,13 @@ A checkpoint's `model.yaml` is data the file chooses too, and training (also --r
 model from it, so `load` also resolves the model dicts of 'model'/'ema' with `safe_yaml.check_model_dict`
 (the same eval-free rules as the hooked parse_model), and refuses the file at once if one would not build.
 """
+import contextlib
 import inspect
 import os
 import pathlib
 import pickle
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Iterator, List, Optional, Union
 
 import torch
 from torch import nn
@@ -174,6 +175,20 @@ def is_legacy_format(f: Any) -> bool:
         return fh.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
 
 
+@contextlib.contextmanager
+def only_our_allowlist() -> Iterator[None]:
+    """While the block runs, torch's weights-only allowlist is exactly `safe_globals()`. torch keeps one list for
+    the whole process and other code adds real classes to it for good (ultralytics' restricted loader does), which
+    would let a checkpoint call them; whatever was there is put back afterwards."""
+    others = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            yield
+    finally:
+        torch.serialization.add_safe_globals(others)
+
+
 def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = None, **kwargs) -> Any:
     """Load a checkpoint with `weights_only=True` and the allowlist; drop-in for YOLOv5's `torch.load`.
 
@@ -199,7 +214,7 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
                             f"torch.save") from None
         return _load_trusted(f, name, map_location, **kwargs)
     try:
-        with torch.serialization.safe_globals(safe_globals()):
+        with only_our_allowlist():
             return _yaml_checked(torch.load(f, map_location=map_location, weights_only=True, **kwargs), name)
     except UserError:
         raise
