@@ -8,7 +8,14 @@ PY     := $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
+# torch's x86_64 wheel brings its CUDA libraries: a fresh .venv takes about 7 GB. Refuse early, in one line,
+# rather than fail half-way through pip with "No space left on device".
+NEED_GB := 8
+
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ ! -x $(PY) ] && [ "$$free" -lt $(NEED_GB) ]; then \
+	  echo "error: make install needs about $(NEED_GB) GB free here for .venv (torch and its CUDA libraries); $$free GB free: free some space or clone to a larger disk" >&2; exit 2; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"
