@@ -100,21 +100,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---- measuring (runs inside a fresh worker process) -------------------------------------------------
-def _proc_status_kib(key: str) -> int:
-    """A `VmRSS`/`VmHWM` line of /proc/self/status, in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
+def proc_status_kib(field: str) -> int:
+    """/proc/self/status `field` in KiB (yolov5_dattn.analysis.proc_status, importable without YOLOv5)."""
+    _import_attention_modules()  # puts a checkout that is not installed on sys.path
+    from yolov5_dattn.analysis.proc_status import proc_status_kib as read
+    return read(field)
 
 
 def _reset_high_water_mark() -> int:
     """Reset VmHWM to the current RSS where the kernel allows it; returns the baseline in KiB."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status_kib("VmRSS")
+        return proc_status_kib("VmRSS")
     except OSError:  # not writable here: growth is then measured from the existing high-water mark
-        return _proc_status_kib("VmHWM")
+        return proc_status_kib("VmHWM")
 
 
 def _import_attention_modules():
@@ -218,7 +217,7 @@ def measure_case(spec: dict) -> dict:
         if device.type == "cuda":
             peak_mb = (torch.cuda.max_memory_allocated(device) - baseline) / 2 ** 20
         else:
-            peak_mb = (_proc_status_kib("VmHWM") - baseline) / 1024
+            peak_mb = (proc_status_kib("VmHWM") - baseline) / 1024
         return {"peak_mb": peak_mb, "memory_run_median_s": statistics.median(times)}
 
     peak_before = measure_matmul_peak(spec)["gflops"]
@@ -576,8 +575,8 @@ def train_step(cfg: Path, imgsz: int, batch: int, threads: int) -> dict:
     seconds = time.perf_counter() - started
     attention = sum(type(m).__name__ == "DAttention" for m in model.modules())
     return {"cfg": str(cfg), "imgsz": imgsz, "batch": batch, "threads": threads, "seconds": seconds,
-            "peak_growth_gib": (_proc_status_kib("VmHWM") - baseline) / 2 ** 20,
-            "process_peak_gib": _proc_status_kib("VmHWM") / 2 ** 20, "dattention_layers": attention,
+            "peak_growth_gib": (proc_status_kib("VmHWM") - baseline) / 2 ** 20,
+            "process_peak_gib": proc_status_kib("VmHWM") / 2 ** 20, "dattention_layers": attention,
             "loss": float(loss)}
 
 

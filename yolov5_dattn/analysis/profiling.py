@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from yolov5_dattn.yolov5.quiet import quiet_yolov5
+from .proc_status import proc_status_kib
 
 MB = 2 ** 20
 
@@ -152,13 +153,6 @@ def module_times_ms(model: nn.Module, x: torch.Tensor, names: Sequence[str], run
 
 
 # ---- memory --------------------------------------------------------------------------------------
-def _proc_status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {field}")
-
-
 @contextlib.contextmanager
 def peak_growth_mb(device: torch.device, result: Dict[str, float], key: str):
     """Record in `result[key]` the peak memory (MB) reached within the block above what was held before it.
@@ -176,9 +170,9 @@ def peak_growth_mb(device: torch.device, result: Dict[str, float], key: str):
     else:
         trim_heap()
         Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size to the current
-        base = _proc_status_kb("VmRSS")
+        base = proc_status_kib("VmRSS")
         yield
-        result[key] = (_proc_status_kb("VmHWM") - base) * 1024 / MB
+        result[key] = (proc_status_kib("VmHWM") - base) * 1024 / MB
 
 
 def trim_heap() -> bool:
