@@ -7,77 +7,20 @@ prints "Transferred 342/370 items"; `install()` wraps `intersect_dicts` where tr
 segment/train.py call it so that a short table also says which tensors start fresh and why.
 """
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Optional
 
-import torch
+# the table itself is host-agnostic (the ultralytics host prints it too); these names stay importable from here
+from yolov5_dattn.transfer_table import (ATTENTION_KEY, LAYER_SCALE_KEY, ROWS as _SHARED_ROWS,  # noqa: F401
+                                         TransferReport, summarise)
+from yolov5_dattn.transfer_table import format_table as _format_table
 
-ATTENTION_KEY = ".attention."  # Bottleneck_DAttention.attention: every DAttention tensor's name has it
-LAYER_SCALE_KEY = ".layer_scale."  # the safe insertion's per-channel scale of that attention (new with it)
-
-# reason -> table label, in table order
-ROWS = OrderedDict([
-    ("transferred", "transferred from the checkpoint"),
-    ("attention", "fresh: DAttention layers (not in a baseline)"),
-    ("shape", "fresh: shape differs (e.g. Detect for another nc)"),
-    ("excluded", "fresh: excluded by YOLOv5 (anchors)"),
-    ("missing", "fresh: other names not in the checkpoint"),
-])
-
-
-@dataclass
-class TransferReport:
-    """Every tensor of the new model's state_dict, by what happened to it."""
-    keys: Dict[str, List[str]] = field(default_factory=lambda: {reason: [] for reason in ROWS})
-    values: Dict[str, int] = field(default_factory=lambda: {reason: 0 for reason in ROWS})
-    unused: int = 0  # checkpoint tensors the new model has no place for
-
-    @property
-    def total(self) -> int:
-        return sum(len(v) for v in self.keys.values())
-
-
-def summarise(checkpoint: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor],
-              transferred: Mapping[str, torch.Tensor], exclude: Sequence[str] = ()) -> TransferReport:
-    """Classify each tensor of `model` (a state_dict) given what `intersect_dicts` kept.
-
-    Args:
-        checkpoint: the checkpoint's state_dict; model: the new model's state_dict;
-        transferred: `intersect_dicts(checkpoint, model, exclude)`; exclude: its substrings.
-    Returns: a `TransferReport` (tensor names and value counts per reason).
-    """
-    report = TransferReport()
-    for key, tensor in model.items():
-        if key in transferred:
-            reason = "transferred"
-        elif ATTENTION_KEY in key or LAYER_SCALE_KEY in key:
-            reason = "attention"
-        elif any(x in key for x in exclude):
-            reason = "excluded"
-        elif key in checkpoint:
-            reason = "shape"
-        else:
-            reason = "missing"
-        report.keys[reason].append(key)
-        report.values[reason] += tensor.numel()
-    report.unused = sum(1 for key in checkpoint if key not in model)
-    return report
+# reason -> table label, in table order (YOLOv5 excludes only the anchors by name)
+ROWS = OrderedDict(_SHARED_ROWS, excluded="fresh: excluded by YOLOv5 (anchors)")
 
 
 def format_table(report: TransferReport, source: str = "checkpoint") -> str:
     """The report as a short fixed-width table (rows with no tensors are left out)."""
-    lines = [f"Transfer from {source}:", f"  {'':<52}{'tensors':>8}{'values':>12}"]
-    for reason, label in ROWS.items():
-        if report.keys[reason]:
-            lines.append(f"  {label:<52}{len(report.keys[reason]):>8}{report.values[reason]:>12,}")
-    lines.append(f"  {'total (new model)':<52}{report.total:>8}{sum(report.values.values()):>12,}")
-    fresh_modules = sorted({k.split(ATTENTION_KEY)[0] + ATTENTION_KEY.rstrip(".") for k in report.keys["attention"]
-                            if ATTENTION_KEY in k})
-    if fresh_modules:
-        lines.append(f"  fresh DAttention: {', '.join(fresh_modules)}")
-    if report.unused:
-        lines.append(f"  {report.unused} checkpoint tensors have no place in the new model (unused)")
-    return "\n".join(lines)
+    return _format_table(report, source, rows=ROWS)
 
 
 last_report: Optional[TransferReport] = None  # the latest report (tests and callers read it)
