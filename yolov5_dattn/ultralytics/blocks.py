@@ -12,6 +12,17 @@ The argument orders are the ones the public YAMLs use:
 
 `fmapsize` is `[h, w]` (the feature map at the training imgsz: imgsz / stride) or a mapping of DAttention
 keyword arguments with `q_size` (`{q_size: [20, 20], n_heads: 4}`), as in the YOLOv5 configs.
+
+`layerscale: <init>` in that mapping selects the safe insertion of the YOLOv5 blocks (`yolov5_dattn.yolov5.blocks`)
+for the bottleneck-based blocks (Bottleneck/C2f/C3k/C3k2_DAttention): DAttention becomes a residual branch with
+a learnable per-channel scale, `z + gamma * attention(z)`, gamma starting at `init`. With 0.0 each block computes
+exactly its parent's output (same convolution weights) until gamma moves, so a stock checkpoint's accuracy is
+the starting point:
+
+    - [-1, 2, C3k2_DAttention, [1024, {q_size: [20, 20], layerscale: 0.0}, True]]
+
+C2PSA_DAttention and AIFI_DAttention refuse `layerscale` (ValueError naming the block): their DAttention replaces
+the parent's own attention, so no scale makes them start as the parent.
 """
 from typing import Optional
 
@@ -21,7 +32,8 @@ from ultralytics.nn.modules.block import C2PSA, C2f, C3k, C3k2, Bottleneck
 from ultralytics.nn.modules.transformer import AIFI
 
 from yolov5_dattn.nn.dattention import DAttention
-from yolov5_dattn.nn.fmapsize import FmapSize, dattention_kwargs
+from yolov5_dattn.nn.fmapsize import LAYERSCALE_KEY, FmapSize, dattention_kwargs, split_layerscale
+from yolov5_dattn.nn.layerscale import LayerScale
 
 
 def _kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
@@ -32,23 +44,43 @@ def _kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
     return dattention_kwargs(fmapsize)
 
 
-class Bottleneck_DAttention(Bottleneck):
-    """Ultralytics `Bottleneck` (cv1 → cv2) whose output goes through DAttention; residual as the original.
+def _replacing_kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
+    """`_kwargs` for a block whose DAttention replaces the parent's attention: `layerscale` is refused there."""
+    kwargs = _kwargs(fmapsize, block)
+    if kwargs.get(LAYERSCALE_KEY) is not None:
+        parent = block[:-len("_DAttention")]
+        raise ValueError(f"{block}: layerscale is not supported: its DAttention replaces {parent}'s own attention, "
+                         f"so no scale makes it start as the stock block; drop layerscale from fmapsize (or use "
+                         f"C3k2_DAttention / C2f_DAttention, which take it)")
+    kwargs.pop(LAYERSCALE_KEY, None)  # `layerscale: null`: the placement they always have
+    return kwargs
 
-    `y = attention(cv2(cv1(x)))`, `x + y` when shortcut and c1 == c2 (the published recipe's placement).
-    Args: c1, c2 channels in/out; fmapsize `[h, w]` or a DAttention kwargs mapping with `q_size`;
-    shortcut, g, k, e as `Bottleneck`.
+
+class Bottleneck_DAttention(Bottleneck):
+    """Ultralytics `Bottleneck` (cv1 → cv2) with DAttention; residual as the original.
+
+    `z = cv2(cv1(x))`; `y = attention(z)` (the published recipe's placement) or, with layerscale,
+    `y = z + gamma * attention(z)`; `x + y` when shortcut and c1 == c2.
+    Args: c1, c2 channels in/out; fmapsize `[h, w]` or a DAttention kwargs mapping with `q_size`, which may also
+    hold `layerscale`; shortcut, g, k, e as `Bottleneck`; layerscale: None (default) = the recipe; a number =
+    the residual branch with a per-channel scale starting there (`LayerScale`, key `layer_scale.gamma`; 0.0:
+    exactly `Bottleneck`'s output at init). A `layerscale` key in fmapsize wins over the argument.
     Shapes: (B, c1, H, W) -> (B, c2, H, W)
     """
 
     def __init__(self, c1: int, c2: int, fmapsize: Optional[FmapSize] = None, shortcut: bool = True, g: int = 1,
-                 k: tuple = (3, 3), e: float = 0.5):
+                 k: tuple = (3, 3), e: float = 0.5, layerscale: Optional[float] = None):
         super().__init__(c1, c2, shortcut, g, k, e)
-        self.attention = DAttention(c2, **_kwargs(fmapsize, type(self).__name__))
+        kwargs, layerscale = split_layerscale(_kwargs(fmapsize, type(self).__name__), layerscale)
+        self.attention = DAttention(c2, **kwargs)
+        if layerscale is not None:  # only then: the recipe's parameters and state-dict keys stay as they are
+            self.layer_scale = LayerScale(c2, layerscale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, c1, H, W) -> (B, c2, H, W)."""
-        y = self.attention(self.cv2(self.cv1(x)))
+        y = self.cv2(self.cv1(x))
+        scale = getattr(self, "layer_scale", None)
+        y = self.attention(y) if scale is None else y + scale(self.attention(y))
         return x + y if self.add else y
 
 
@@ -112,7 +144,7 @@ class C2PSA_DAttention(C2PSA):
 
     def __init__(self, c1: int, c2: int, n: int = 1, fmapsize: Optional[FmapSize] = None, e: float = 0.5):
         super().__init__(c1, c2, n, e)
-        kwargs = _kwargs(fmapsize, type(self).__name__)
+        kwargs = _replacing_kwargs(fmapsize, type(self).__name__)
         for block in self.m:
             block.attn = DAttention(self.c, **kwargs)
 
@@ -131,7 +163,7 @@ class AIFI_DAttention(AIFI):
                  dropout: float = 0.0, act: Optional[nn.Module] = None, normalize_before: bool = False):
         super().__init__(c1, cm, num_heads, dropout, act, normalize_before)
         del self.ma  # replaced, not kept unused: parameters, state dict and FLOPs are the new layer's
-        kwargs = {"n_heads": num_heads, **_kwargs(fmapsize, type(self).__name__)}
+        kwargs = {"n_heads": num_heads, **_replacing_kwargs(fmapsize, type(self).__name__)}
         self.attention = DAttention(c1, **kwargs)
 
     def _attend(self, x: torch.Tensor, h, w) -> torch.Tensor:

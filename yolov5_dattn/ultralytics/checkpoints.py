@@ -17,8 +17,9 @@ def allowed_classes() -> dict:
     """'module.QualName' -> class, for every class of ours a checkpoint may hold."""
     from yolov5_dattn.nn.dattention import DAttention
     from yolov5_dattn.nn.layernorm import LayerNormProxy
+    from yolov5_dattn.nn.layerscale import LayerScale
     from . import blocks
-    classes = [DAttention, LayerNormProxy, *(getattr(blocks, name) for name in blocks.__all__)]
+    classes = [DAttention, LayerNormProxy, LayerScale, *(getattr(blocks, name) for name in blocks.__all__)]
     return {f"{c.__module__}.{c.__qualname__}": c for c in classes}
 
 

@@ -21,20 +21,8 @@ from torch import nn
 from yolov5.models.common import C3, Bottleneck
 
 from yolov5_dattn.nn.dattention import DAttention
-from yolov5_dattn.nn.fmapsize import FmapSize, dattention_kwargs
-from yolov5_dattn.nn.layerscale import LayerScale, check_init
-
-LAYERSCALE_KEY = "layerscale"  # in the fmapsize mapping: not a DAttention argument, taken by the blocks
-
-
-def split_layerscale(fmapsize: Optional[FmapSize], layerscale: Optional[float] = None):
-    """(DAttention kwargs, layerscale init or None) from a YAML `fmapsize` and the `layerscale=` argument.
-
-    A `layerscale` key in the mapping wins over the argument; `layerscale: null` means the recipe placement.
-    """
-    kwargs = dattention_kwargs(fmapsize)
-    layerscale = kwargs.pop(LAYERSCALE_KEY, layerscale)
-    return kwargs, (None if layerscale is None else check_init(layerscale))
+from yolov5_dattn.nn.fmapsize import LAYERSCALE_KEY, FmapSize, split_layerscale  # noqa: F401  (names kept here)
+from yolov5_dattn.nn.layerscale import LayerScale
 
 
 class Bottleneck_DAttention(Bottleneck):
