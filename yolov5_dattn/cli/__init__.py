@@ -35,8 +35,8 @@ OUR_COMMANDS: Dict[str, str] = {
     "make-demo-data": "write the synthetic shapes dataset (detection + segmentation) and a video",
     "configs": "list the shipped model / data / hyperparameter YAMLs, with parameter counts",
     "clone-setup": "make a git clone of ultralytics/yolov5 (v7.0 or master) use these modules (--undo reverses it)",
-    "changes": "list every run-time change made to YOLOv5: what, why, which YOLOv5 line (yolov5_dattn/yolov5/changes.py)",
-    "registry": "list the modules registered into YOLOv5's parse_model, with where each is defined",
+    "changes": "list every run-time change made to YOLOv5 (what, why, which line) or, --host ultralytics, to ultralytics",
+    "registry": "list the modules registered into YOLOv5's (or, --host ultralytics, ultralytics') parse_model",
     "yolo": "ultralytics' yolo command (YOLOv8/11/26, RT-DETR) with DAttention blocks: yolo train model=... key=value",
 }
 

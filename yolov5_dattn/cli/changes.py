@@ -1,12 +1,59 @@
-"""`yolov5-dattn changes` and `yolov5-dattn registry`: where this plugin touches YOLOv5, and what it registered.
+"""`yolov5-dattn changes` and `yolov5-dattn registry`: where this plugin touches a host, and what it registered.
 
-`changes` installs everything the plugin's commands install (the shims, the parse_model hook, the summary,
-the entry modules' patches, the run-time wrappers) and prints each change in place, in the order made,
-grouped by the documented step of `yolov5_dattn.yolov5.changes` (with the YOLOv5 7.0.14 line it concerns).
-`registry` prints the modules model YAMLs can name, with where each is defined.
+`changes` installs everything the plugin's commands install and prints each change in place, in the order made,
+grouped by the step that made it. `--host yolov5` (the default): the shims, the parse_model hook, the summary,
+the entry modules' patches, the run-time wrappers, grouped by the documented step of `yolov5_dattn.yolov5.changes`
+(with the YOLOv5 7.0.14 line it concerns). `--host ultralytics`: what `import yolov5_dattn.ultralytics` installs,
+grouped by the numbered steps of that package's docstring.
+`registry` prints the modules model YAMLs can name (YOLOv5's or ultralytics'), with where each is defined.
 """
 import argparse
-from typing import Sequence
+import inspect
+import re
+from typing import List, Sequence
+
+HOSTS = ("yolov5", "ultralytics")
+HOST_HELP = "which host library: yolov5 (the default: YOLOv5 7.0.14) or ultralytics (YOLOv8/11/26, RT-DETR)"
+
+
+def _where(obj) -> str:
+    """'module.Name (file:line)' for a class or function, just 'module.Name' when its source is unknown."""
+    name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
+    try:
+        return f"{name} ({inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]})"
+    except (OSError, TypeError):
+        return name
+
+
+def ultralytics_steps() -> List[str]:
+    """The numbered steps of `yolov5_dattn.ultralytics`' docstring ('1. `offline`: ...'), one string each."""
+    import yolov5_dattn.ultralytics as host
+    steps: List[str] = []
+    for line in (host.__doc__ or "").splitlines():
+        if re.match(r"^\d+\. ", line):
+            steps.append(line.strip())
+        elif steps and line.startswith("   ") and line.strip():  # a step's continuation line
+            steps[-1] += " " + line.strip()
+        elif steps:  # the blank line after the list
+            break
+    return steps
+
+
+def _ultralytics_changes(steps: bool) -> int:
+    """`changes --host ultralytics`: the documented steps, or every change in place grouped by step."""
+    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    if steps:
+        for step in ultralytics_steps():
+            print(step)
+        return 0
+    from yolov5_dattn import patching
+    shown = None
+    for change in patching.changes("ultralytics"):
+        if change.step != shown:
+            shown = change.step
+            print(shown or "(no step)")
+        print(f"  {change.where}: {change.why}")
+    return 0
 
 
 def _full_install() -> None:
@@ -23,10 +70,15 @@ def _full_install() -> None:
 def changes_main(argv: Sequence[str], prog: str = "yolov5-dattn changes") -> int:
     """Print every change to YOLOv5 in place after a full install: step (YOLOv5 line), then owner.name and why."""
     parser = argparse.ArgumentParser(prog=prog, description="List every run-time change yolov5-dattn makes to "
-                                     "YOLOv5 (what, why, which YOLOv5 7.0.14 line), in the order it is made.")
+                                     "a host library (what, why; for YOLOv5 which 7.0.14 line), in the order it is "
+                                     "made.")
+    parser.add_argument("--host", choices=HOSTS, default="yolov5", help=HOST_HELP)
     parser.add_argument("--steps", action="store_true",
-                        help="list the documented steps (yolov5_dattn/yolov5/changes.py) instead, applied or not")
+                        help="list the documented steps instead, applied or not (yolov5: "
+                             "yolov5_dattn/yolov5/changes.py; ultralytics: yolov5_dattn/ultralytics/__init__.py)")
     opt = parser.parse_args(list(argv))
+    if opt.host == "ultralytics":
+        return _ultralytics_changes(opt.steps)
     from yolov5_dattn.yolov5 import changes
     if opt.steps:
         for step in changes.STEPS:
@@ -50,9 +102,12 @@ def changes_main(argv: Sequence[str], prog: str = "yolov5-dattn changes") -> int
 
 def registry_main(argv: Sequence[str], prog: str = "yolov5-dattn registry") -> int:
     """Print the registered modules: YAML name, class, how parse_model builds it, where it is defined."""
-    parser = argparse.ArgumentParser(prog=prog, description="List the modules yolov5-dattn registered into "
-                                     "YOLOv5's parse_model (the names a model YAML may use besides YOLOv5's own).")
-    parser.parse_args(list(argv))
+    parser = argparse.ArgumentParser(prog=prog, description="List the modules yolov5-dattn registered into the "
+                                     "host's parse_model (the names a model YAML may use besides the host's own).")
+    parser.add_argument("--host", choices=HOSTS, default="yolov5", help=HOST_HELP)
+    opt = parser.parse_args(list(argv))
+    if opt.host == "ultralytics":
+        return _ultralytics_registry()
     import yolov5_dattn  # noqa: F401
     import yolov5  # noqa: F401
     from yolov5_dattn.yolov5 import registry
@@ -61,4 +116,36 @@ def registry_main(argv: Sequence[str], prog: str = "yolov5-dattn registry") -> i
     print(f"{'name':<{width}}  {'channels':<8}  {'repeats':<7}  defined at")
     for r in rows:
         print(f"{r.name:<{width}}  {'c1, c2' if r.channels else 'as is':<8}  {'n' if r.repeats else '-':<7}  {r.where}")
+    return 0
+
+
+def ultralytics_registered() -> List[tuple]:
+    """(name, class, channels, repeats, note) for every name registered into `ultralytics.nn.tasks`, in
+    registration order, read from the live hook (what parse_model will do with it)."""
+    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    import ultralytics.nn.tasks as tasks
+
+    from yolov5_dattn import patching
+    from yolov5_dattn.ultralytics import registry
+    base, repeat = getattr(tasks, registry.BASE_SET), getattr(tasks, registry.REPEAT_SET)
+    c3k2, aifi = getattr(tasks, registry.C3K2_MAP), getattr(tasks, registry.AIFI_SET)
+    rows = []
+    for change in patching.changes("ultralytics.nn.tasks"):
+        if change.why != registry.REGISTER_WHY:
+            continue
+        cls = change.replacement
+        note = (f"c3k at args[{c3k2[cls]}] for scales m/l/x" if cls in c3k2 else
+                "input channels prepended (as AIFI)" if cls in aifi else "")
+        rows.append((change.name, cls, cls in base, cls in repeat, note))
+    return rows
+
+
+def _ultralytics_registry() -> int:
+    """`registry --host ultralytics`: YAML name, how parse_model builds it, where it is defined."""
+    rows = ultralytics_registered()
+    width = max(len(r[0]) for r in rows)
+    print(f"{'name':<{width}}  {'channels':<8}  {'repeats':<7}  defined at")
+    for name, cls, channels, repeats, note in rows:
+        print(f"{name:<{width}}  {'c1, c2' if channels else 'as is':<8}  {'n' if repeats else '-':<7}  {_where(cls)}"
+              + (f"; {note}" if note else ""))
     return 0

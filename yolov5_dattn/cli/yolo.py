@@ -46,12 +46,6 @@ def _arguments(argv: Sequence[str]) -> List[str]:
     return out
 
 
-def _message(e: BaseException) -> str:
-    """The first non-blank line of an ultralytics error, without its 'ERROR ❌️' decoration."""
-    line = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
-    return re.sub(r"^ERROR\s*\S*\s*", "", line)
-
-
 def run(argv: Sequence[str]) -> None:
     """Run ultralytics' `yolo` entry point on `argv` (its key=value syntax) with our blocks installed.
     Raises what ultralytics raises."""
@@ -70,14 +64,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
+    from yolov5_dattn.ultralytics.pretrained_check import message
     try:
         run(argv)
     except USER_ERRORS as e:
-        print(f"error: {prog}: {_message(e)}", file=sys.stderr)
+        print(f"error: {prog}: {message(e)}", file=sys.stderr)
         return 2
     except TypeError as e:  # ultralytics' refusal of a checkpoint (unsafe, damaged) is a TypeError marked ERROR
         if not str(e).startswith("ERROR"):
             raise
-        print(f"error: {prog}: {_message(e)}", file=sys.stderr)
+        print(f"error: {prog}: {message(e)}", file=sys.stderr)
         return 2
     return 0

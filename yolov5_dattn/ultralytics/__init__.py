@@ -6,7 +6,9 @@
 2. `registry`: `ultralytics.nn.tasks.parse_model` builds `C2f_DAttention`, `C3k2_DAttention`, `C3k_DAttention`,
    `C2PSA_DAttention`, `AIFI_DAttention`, `Bottleneck_DAttention` (and `DAttention`) like their parents;
 3. `flops`: ultralytics' model summary counts GFLOPs with the attention, never 0.0 from the thop clash;
-4. `checkpoints`: checkpoints load with `weights_only=True` and an allowlist (ours included), by default.
+4. `checkpoints`: checkpoints load with `weights_only=True` and an allowlist (ours included), by default;
+5. `transfer`: a load of stock weights into a DAttention model (`pretrained=`, `.load()`) logs what was transferred;
+6. `fmap_checks`: train / val / predict check each DAttention's feature maps at the run's imgsz first (fixed_pe).
 
 Every change is made through `yolov5_dattn.patching` (`patching.changes("ultralytics")` lists them).
 Tested with ultralytics `registry.TESTED_RANGE`; another parse_model shape is refused in one line.
@@ -33,15 +35,19 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from . import checkpoints, flops, registry
+    from yolov5_dattn import patching
+    from . import checkpoints, flops, fmap_checks, registry, transfer
     version = ultralytics_version()
     if not in_tested_range(version):
         warnings.warn(f"yolov5_dattn: ultralytics {version} is outside the tested range "
                       f">={TESTED_RANGE[0]},<{TESTED_RANGE[1]}", stacklevel=2)
-    registry.register()
+    with patching.applying("registry"):
+        registry.register()
     offline.apply()
     flops.apply()
     checkpoints.apply()
+    transfer.apply()
+    fmap_checks.apply()
     _installed = True
 
 
