@@ -97,3 +97,45 @@ def run_script(script: str, *args: str, cwd: Path, log: Path, wait: bool = True)
     if not wait:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def pytest_configure(config):
+    """Registers the `slow` marker (long tests; they still run by default, `-m "not slow"` skips them)."""
+    config.addinivalue_line("markers", "slow: takes over about a minute; runs by default, -m 'not slow' skips it")
+
+
+# ---- ultralytics: data, the `yolo` CLI under the network guard, one trained detector (shared by
+# tests/test_ultralytics_workflow.py and tests/test_ultralytics_analysis.py, so the suite trains it once)
+U_TRAIN = ["epochs=1", "batch=4", f"imgsz={IMGSZ}", "device=cpu", "workers=0", "exist_ok=True", "plots=False"]
+
+
+@pytest.fixture(scope="session")
+def udata(tmp_path_factory) -> dict:
+    """The demo generator's data in a folder of its own (ultralytics writes its own label caches there)."""
+    from yolov5_dattn.demo_data import make_demo_data
+    return make_demo_data(tmp_path_factory.mktemp("udata"), n_train=8, n_val=4, imgsz=IMGSZ, video_frames=6)
+
+
+def yolo(*args, cwd: Path, log: Path) -> subprocess.CompletedProcess:
+    """`python scripts/yolo.py args...` with the network blocked and every attempt logged to `log`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NETGUARD), os.environ.get("PYTHONPATH", "")]),
+           "NETGUARD_LOG": str(log)}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "yolo.py"), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def ok(result: subprocess.CompletedProcess, log: Path) -> str:
+    """The output of a `yolo` run that succeeded without a network attempt (even a swallowed one)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not log.exists(), log.read_text()
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def trained_u(udata, tmp_path_factory) -> Path:
+    """`yolo train model=yolo11n-c3k2-dattn.yaml` (a shipped name, scale n by name); returns the run folder."""
+    work = tmp_path_factory.mktemp("utrain")
+    out = ok(yolo("train", "model=yolo11n-c3k2-dattn.yaml", f"data={udata['det_yaml']}", *U_TRAIN,
+                  f"project={work}", "name=det", cwd=work, log=work / "net.log"), work / "net.log")
+    assert "YOLO11n-c3k2-dattn summary" in out and " 0.0 GFLOPs" not in out
+    return work / "det"

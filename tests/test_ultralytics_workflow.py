@@ -4,49 +4,15 @@
 Each command runs in a fresh Python whose internet sockets are blocked and logged (tests/netguard): the log
 must stay empty. n-scale models, imgsz 64, 1 epoch, 8 images.
 """
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import NETGUARD, REPO
+from conftest import REPO, ok, yolo  # udata and trained_u are conftest fixtures
 
 IMGSZ = 64
 COMMON = [f"imgsz={IMGSZ}", "device=cpu", "workers=0", "exist_ok=True", "plots=False"]
 TRAIN = ["epochs=1", "batch=4", *COMMON]
-
-
-@pytest.fixture(scope="session")
-def udata(tmp_path_factory) -> dict:
-    """The demo generator's data in a folder of its own (ultralytics writes its own label caches there)."""
-    from yolov5_dattn.demo_data import make_demo_data
-    return make_demo_data(tmp_path_factory.mktemp("udata"), n_train=8, n_val=4, imgsz=IMGSZ, video_frames=6)
-
-
-def yolo(*args, cwd: Path, log: Path) -> subprocess.CompletedProcess:
-    """`python scripts/yolo.py args...` with the network blocked and every attempt logged to `log`."""
-    import os
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NETGUARD), os.environ.get("PYTHONPATH", "")]),
-           "NETGUARD_LOG": str(log)}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "yolo.py"), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-def ok(result: subprocess.CompletedProcess, log: Path) -> str:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert not log.exists(), log.read_text()  # no network attempt, even a swallowed one
-    return result.stdout + result.stderr
-
-
-@pytest.fixture(scope="session")
-def trained_u(udata, tmp_path_factory) -> Path:
-    """`yolo train model=yolo11n-c3k2-dattn.yaml` (a shipped name, scale n by name); returns the run folder."""
-    work = tmp_path_factory.mktemp("utrain")
-    out = ok(yolo("train", "model=yolo11n-c3k2-dattn.yaml", f"data={udata['det_yaml']}", *TRAIN,
-                  f"project={work}", "name=det", cwd=work, log=work / "net.log"), work / "net.log")
-    assert "YOLO11n-c3k2-dattn summary" in out and " 0.0 GFLOPs" not in out
-    return work / "det"
 
 
 def test_train_writes_weights_and_results(trained_u):

@@ -3,7 +3,8 @@
 Fig. 6 of DAT draws each layer's reference points and the deformed points the keys are sampled at
 (one colour per offset group); Fig. 7 draws, for one query, the attention over those sampled keys.
 This module records both through `DAttention.record`, maps them to the pixels of the ORIGINAL image
-(undoing YOLOv5's letterbox) and draws them.
+(undoing YOLOv5's letterbox, or for an ultralytics model the letterbox of ultralytics' predict: the long side
+to imgsz, padded to a stride multiple only; RT-DETR's stretch to imgsz×imgsz) and draws them.
 
 Coordinate conventions
     * the module records normalised (y, x) in [-1, 1] over the map it samples (its input, H×W),
@@ -271,6 +272,12 @@ def analyse(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tupl
         label = names[int(cls)] if isinstance(names, (dict, list)) and int(cls) < len(names) else str(int(cls))
         detections.append({"xyxy": corners.reshape(-1).round(2).tolist(), "conf": round(float(conf), 4),
                            "cls": int(cls), "label": str(label)})
+    return _result(box, detections, layers, sizes, query_xy)
+
+
+def _result(box: Letterbox, detections: List[dict], layers: Sequence[Tuple[str, DAttention]],
+            sizes: Dict[str, Tuple[int, int]], query_xy: Optional[Sequence[float]]) -> dict:
+    """`analyse`'s dict; the query defaults to the centre of detections[0] (the most confident)."""
     if query_xy is None and detections:
         x0, y0, x1, y1 = detections[0]["xyxy"]  # NMS sorts by confidence
         query_xy = ((x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5)
@@ -280,3 +287,80 @@ def analyse(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tupl
         "detections": detections,
         "layers": [layer_geometry(name, m, sizes[name], box, query_xy) for name, m in layers],
     }
+
+
+# ---- ultralytics models --------------------------------------------------------------------------------
+def is_ultralytics_model(model: nn.Module) -> bool:
+    """True for a model of the ultralytics package (DetectionModel, SegmentationModel, RTDETRDetectionModel...)."""
+    return type(model).__module__.startswith("ultralytics.")
+
+
+def _is_rtdetr(model: nn.Module) -> bool:
+    return type(model).__name__ == "RTDETRDetectionModel"
+
+
+def ultralytics_letterbox(img: np.ndarray, imgsz: int, stride: int, scale_fill: bool = False
+                          ) -> Tuple[np.ndarray, Letterbox]:
+    """The input ultralytics' predict makes of one image, and its geometry: `LetterBox` with `auto` (the long
+    side resized to imgsz, the short side padded to a multiple of `stride` only), or with `scale_fill` (RT-DETR:
+    stretched to imgsz×imgsz, no padding).
+
+    Args: img (h, w, 3) BGR uint8; imgsz (a multiple of stride). Returns: (in_h, in_w, 3) BGR uint8, `Letterbox`.
+    """
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.utils.checks import check_imgsz
+
+    size = check_imgsz(imgsz, stride=stride, min_dim=2)  # [h, w], as predict's setup_source
+    transform = LetterBox(size, auto=not scale_fill, scale_fill=scale_fill, stride=stride)
+    params = transform.get_params({"img": img})
+    padded = transform(image=img)
+    h, w = img.shape[:2]
+    new_w, new_h = params["new_unpad"]
+    box = Letterbox(sx=new_w / w, sy=new_h / h, left=int(params["left"]), top=int(params["top"]),
+                    in_w=padded.shape[1], in_h=padded.shape[0], w=w, h=h)
+    return padded, box
+
+
+def _predictor(model: nn.Module, conf_thres: float, iou_thres: float):
+    """ultralytics' predictor of `model`'s task, set up far enough for its `postprocess` (conf, iou, names)."""
+    from ultralytics.models.rtdetr.predict import RTDETRPredictor
+    from ultralytics.models.yolo import detect, obb, pose, segment
+    task = getattr(model, "task", None) or "detect"
+    classes = {"detect": detect.DetectionPredictor, "segment": segment.SegmentationPredictor,
+               "pose": pose.PosePredictor, "obb": obb.OBBPredictor}
+    cls = RTDETRPredictor if _is_rtdetr(model) else classes.get(task, detect.DetectionPredictor)
+    predictor = cls(overrides={"conf": conf_thres, "iou": iou_thres, "task": task, "mode": "predict",
+                               "save": False, "verbose": False})
+    predictor.model = model
+    return predictor
+
+
+@torch.no_grad()
+def analyse_ultralytics(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tuple[str, DAttention]],
+                        query_xy: Optional[Sequence[float]] = None, conf_thres: float = 0.25,
+                        iou_thres: float = 0.45) -> dict:
+    """`analyse` for an ultralytics model: the input made as ultralytics' predict makes it
+    (`ultralytics_letterbox`), detections by the task's own predictor postprocess (NMS, or RT-DETR's and
+    YOLO26's end-to-end scores), sorted by confidence. Same arguments and returned dict as `analyse`.
+    """
+    stride = int(max(int(s) for s in model.stride)) if hasattr(model, "stride") else 32
+    padded, box = ultralytics_letterbox(img, imgsz, stride, scale_fill=_is_rtdetr(model))
+    param = next(model.parameters())
+    x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(param.device)
+    x = x.to(param.dtype).div(255.0).unsqueeze(0)
+    with recording(layers) as sizes:
+        out = model(x)
+    predictor = _predictor(model, conf_thres, iou_thres)
+    predictor.batch = ([""],)  # the image paths postprocess names its results by
+    (found,) = predictor.postprocess(out, x, [img])
+    names = found.names or {}
+    detections = []
+    if found.boxes is not None and len(found.boxes):
+        boxes = found.boxes
+        xyxy, conf, cls = (t.float().cpu().numpy() for t in (boxes.xyxy, boxes.conf, boxes.cls))
+        for i in np.argsort(-conf, kind="stable"):
+            corners = xyxy[i].reshape(2, 2).clip(0, [box.w, box.h])  # box edges in original pixels
+            c = int(cls[i])
+            detections.append({"xyxy": corners.reshape(-1).round(2).tolist(), "conf": round(float(conf[i]), 4),
+                               "cls": c, "label": str(names.get(c, c) if isinstance(names, dict) else c)})
+    return _result(box, detections, layers, sizes, query_xy)

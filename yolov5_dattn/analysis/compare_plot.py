@@ -16,10 +16,13 @@ def timing_is_noisy(result: dict) -> bool:
 
 
 def footer(result: dict) -> str:
-    """The plot's provenance line: 'commit abc1234, 2026-12-02T00:30:00+00:00, torch 2.14.1, 2 threads'."""
+    """The plot's provenance line: 'commit abc1234, 2026-12-02T00:30:00+00:00, torch 2.14.1, 2 threads'
+    (', ultralytics 8.4.190' after torch for a comparison of ultralytics models)."""
     parts = [f"commit {result.get('commit', 'unknown')}", result.get("date", "date unknown")]
     if result.get("torch"):
         parts.append(f"torch {result['torch']}")
+    if result.get("ultralytics"):
+        parts.append(f"ultralytics {result['ultralytics']}")
     if result.get("threads"):
         parts.append(f"{result['threads']} threads")
     return ", ".join(parts)

@@ -3,11 +3,17 @@
 `compare()` measures a list of (model, baseline) pairs and returns a JSON-ready dict (the schema of
 `scripts/compare.py --json`); `format_table()` renders it. The FLOP conventions are those of
 `yolov5_dattn.analysis.flops`, the measurement rules those of `yolov5_dattn.analysis.profiling`.
+
+Two hosts: YOLOv5 model YAMLs (depth/width multiples) and ultralytics ones (`scales:`, C2f/C3k2/AIFI...; our
+configs/ultralytics/). The host is read from the configs (`model_host`); the ultralytics specifics (scale from
+the file name, the stock model it is compared against, building) are in `yolov5_dattn.ultralytics.baseline`,
+imported only for ultralytics configs.
 """
 import re
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
@@ -89,6 +95,114 @@ def pairs_to_compare(cfgs: Sequence[str], baseline: Optional[str]) -> List[Tuple
     return pairs
 
 
+# ---- the host switch -----------------------------------------------------------------------------
+# module names only ultralytics YAMLs use (YOLOv5's have C3/SPPF/Detect-with-anchors and no `scales:`)
+ULTRALYTICS_MODULES = frozenset({
+    "C2f", "C3k2", "C3k", "C2PSA", "PSABlock", "C2fPSA", "AIFI", "RTDETRDecoder", "HGStem", "HGBlock", "RepC3",
+    "ResNetLayer", "A2C2f", "SCDown", "PSA", "C2fAttn", "ImagePoolingAttn", "v10Detect", "ELAN1", "RepNCSPELAN4",
+    "ADown", "SPPELAN", "CBLinear", "CBFuse", "C2f_DAttention", "C3k2_DAttention", "C3k_DAttention",
+    "C2PSA_DAttention", "AIFI_DAttention"})
+HOSTS = {"yolov5": "YOLOv5", "ultralytics": "ultralytics"}
+
+
+def is_ultralytics_yaml(data: dict, path: Optional[Path] = None) -> bool:
+    """True for an ultralytics model dict: under a configs/ultralytics/ folder, with `scales:`, or naming modules
+    only ultralytics has (C2f, C3k2, AIFI, ...)."""
+    if path is not None and Path(path).parent.name == "ultralytics" and Path(path).parent.parent.name == "configs":
+        return True
+    if not isinstance(data, dict):
+        return False
+    if "scales" in data:
+        return True
+    layers = [layer for part in ("backbone", "head") if isinstance(data.get(part), list) for layer in data[part]]
+    return any(isinstance(layer, list) and len(layer) > 2 and layer[2] in ULTRALYTICS_MODULES for layer in layers)
+
+
+def model_host(cfg: str, flag: str = "--cfg") -> Tuple[str, Path]:
+    """('yolov5' or 'ultralytics', the path to build) for a `--cfg`/`--baseline` value.
+
+    A YOLOv5 lookup first (`resolve_cfg`: a file, a shipped name, a yolov5 package model) and the file's content
+    decides; a name YOLOv5 does not know is looked up as an ultralytics model (`baseline.resolve`: a scaled name
+    like yolo11n-c3k2-dattn.yaml, ultralytics' yolo11n.yaml). UserError when neither knows it.
+    """
+    try:
+        path = resolve_cfg(cfg, flag)
+    except UserError:
+        path = None
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None  # `_read_yaml` says what is wrong with it
+        return ("ultralytics" if is_ultralytics_yaml(data, path) else "yolov5"), path
+    from yolov5_dattn.ultralytics import baseline
+    spec = baseline.resolve(cfg)
+    if spec is None:
+        raise UserError(f"{flag} {cfg}: no such file, and no model of that name in the yolov5 or ultralytics "
+                        f"packages or configs/ultralytics (e.g. yolov5s.yaml, yolo11n.yaml, "
+                        f"yolo11n-c3k2-dattn.yaml): give the path of a model YAML")
+    return "ultralytics", spec
+
+
+@dataclass(frozen=True)
+class Host:
+    """What `compare` needs of a host: reading a model YAML, building a model, measuring its memory in a fresh
+    process, and the device FLOPs are counted on ('meta' where the forward needs no tensor values)."""
+    name: str
+    read_yaml: Callable[[Path, str], dict]
+    build: Callable
+    start_memory_worker: Callable
+    flops_device: str
+
+
+YOLOV5 = Host("yolov5", _read_yaml, build_model, start_memory_worker, "meta")
+
+
+def ultralytics_host() -> Host:
+    """The ultralytics `Host` (imports ultralytics and installs our blocks)."""
+    from yolov5_dattn.ultralytics import baseline
+    # on CPU, not `meta`: ultralytics' heads read tensor values (make_anchors)
+    return Host("ultralytics", baseline.read_yaml, baseline.build_model, baseline.start_memory_worker, "cpu")
+
+
+def _mixed(cfgs: Sequence[str], hosts: Sequence[str]) -> UserError:
+    named = ", ".join(f"{c} ({HOSTS[h]})" for c, h in zip(cfgs, hosts))
+    return UserError(f"--cfg/--baseline mix YOLOv5 and ultralytics models ({named}): compare each host's models "
+                     f"in a call of their own")
+
+
+def host_pairs(cfgs: Sequence[str], baseline: Optional[str]) -> Tuple[Host, List[Tuple[Path, Path]]]:
+    """The host of the `--cfg` list and its [(cfg, baseline)] pairs (`pairs_to_compare` for YOLOv5).
+
+    UserError for a name neither host knows, or YOLOv5 and ultralytics models in one call."""
+    found = [model_host(cfg, "--cfg") for cfg in cfgs]
+    hosts = [h for h, _ in found]
+    base = None
+    if baseline:
+        try:
+            base = model_host(baseline, "--baseline")
+        except UserError:
+            if "yolov5" not in hosts:
+                raise
+            base = None  # YOLOv5's own lookup below says what is wrong with it
+    if len(set(hosts + ([base[0]] if base else []))) > 1:
+        raise _mixed([*cfgs, *([baseline] if base else [])], hosts + ([base[0]] if base else []))
+    if hosts[0] == "yolov5":
+        return YOLOV5, pairs_to_compare(cfgs, baseline)
+    from yolov5_dattn.ultralytics import baseline as ultra
+    host = ultralytics_host()
+    pairs = []
+    for _, path in found:
+        data = ultra.read_yaml(path, "--cfg")
+        ultra.model_scale(path, data, "--cfg")
+        if base:
+            ultra.model_scale(base[1], ultra.read_yaml(base[1], "--baseline"), "--baseline")
+            pairs.append((path, base[1]))
+        else:
+            pairs.append((path, ultra.stock_baseline(path, "--cfg")))
+    return host, pairs
+
+
 def parse_device(device: str) -> torch.device:
     """'cpu', 'cuda', 'cuda:1' or YOLOv5's '0' -> torch.device; refuses a GPU that is not there."""
     text = str(device).strip().lower()
@@ -104,9 +218,9 @@ def parse_device(device: str) -> torch.device:
     return dev
 
 
-def _build(cfg: Path, nc: Optional[int], flag: str):
+def _build(cfg: Path, nc: Optional[int], flag: str, builder: Callable = build_model):
     try:
-        return build_model(str(cfg), nc)
+        return builder(str(cfg), nc)
     except Exception as e:  # an unknown module, bad arguments...: one line naming the file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{flag} {cfg}: cannot build the model ({type(e).__name__}: {reason}): fix the YAML") from e
@@ -138,11 +252,13 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
     """Measure each `--cfg` model and its baseline. Returns the `--json` dict (baselines before their models).
 
     Args:
-        cfgs: model YAMLs; baseline: one YAML for all of them (default: each one's same-scale YOLOv5 model);
+        cfgs: model YAMLs, all YOLOv5 or all ultralytics; baseline: one YAML for all of them (default: each one's
+            same-scale YOLOv5 model; for ultralytics, the stock ultralytics model of its family, scale and task);
         imgsz: [s] or [h, w]; batch; device: 'cpu', 'cuda', ...; runs/warmup: timed/untimed forwards;
         memory: measure peak memory (CPU: in a fresh subprocess);
         train_step: also time a training step (forward + backward in train mode, models in turns).
-    The dict starts with `commit` and `date` (`stamp.stamp()`: which code measured, and when).
+    The dict starts with `commit` and `date` (`stamp.stamp()`: which code measured, and when); an ultralytics
+    comparison also names its `host` and the `ultralytics` version.
     Raises UserError on bad input, before any measurement.
     """
     if batch < 1:
@@ -151,18 +267,18 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
         raise UserError(f"--runs {runs} / --warmup {warmup}: need at least 1 timed run and no negative warm-up")
     h, w = image_shape(list(imgsz))
     dev = parse_device(device)
-    pairs = pairs_to_compare(cfgs, baseline)
+    host, pairs = host_pairs(cfgs, baseline)
 
     entries, seen = [], {}
     for cfg, base in pairs:
-        nc = _read_yaml(cfg, "--cfg").get("nc")
+        nc = host.read_yaml(cfg, "--cfg").get("nc")
         for path, flag, of in ((base, "--baseline", None), (cfg, "--cfg", base)):
             key = (str(path.resolve()), nc)
             if key not in seen:
                 seen[key] = len(entries)
                 entries.append({"cfg": path, "flag": flag, "nc": nc, "baseline_cfg": of})
     for entry in entries:
-        entry["model"] = model = _build(entry["cfg"], entry["nc"], entry["flag"])
+        entry["model"] = model = _build(entry["cfg"], entry["nc"], entry["flag"], host.build)
         stride = int(model.stride.max())
         if h % stride or w % stride or h <= 0 or w <= 0:
             up = lambda s: max(stride, -(-s // stride) * stride)  # noqa: E731
@@ -174,10 +290,10 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
     use_memory = memory and memory_supported(dev)
     worker = None
     if use_memory and dev.type == "cpu":  # starts now; waited for before any timing
-        worker = start_memory_worker([e["cfg"] for e in entries], [e["nc"] for e in entries], shape)
+        worker = host.start_memory_worker([e["cfg"] for e in entries], [e["nc"] for e in entries], shape)
     for entry in entries:
-        entry["flops"] = count_flops(entry["model"], [h, w], batch)
-        entry["train_flops"] = count_flops(entry["model"], [h, w], batch, train_step=True)
+        entry["flops"] = count_flops(entry["model"], [h, w], batch, device=host.flops_device)
+        entry["train_flops"] = count_flops(entry["model"], [h, w], batch, device=host.flops_device, train_step=True)
     peaks = collect_memory_worker(worker, len(entries)) if worker else [None] * len(entries)
 
     inputs = []
@@ -225,6 +341,7 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
         })
     return {
         **provenance,
+        **({} if host is YOLOV5 else {"host": host.name, "ultralytics": _ultralytics_version()}),
         "imgsz": [h, w],
         "batch": batch,
         "device": device_description(dev),
@@ -235,6 +352,11 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
         "torch": torch.__version__,
         "models": models,
     }
+
+
+def _ultralytics_version() -> str:
+    from yolov5_dattn.ultralytics.registry import ultralytics_version
+    return ultralytics_version()
 
 
 def _train_step(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -282,17 +404,20 @@ def format_table(result: dict) -> str:
     h, w = result["imgsz"]
     by_name = {m["name"]: m for m in result["models"]}
     load = result.get("load_average")
+    ultralytics = result.get("host") == "ultralytics"
     lines = [f"imgsz {h}x{w}, batch {result['batch']}, {result['device']}"
              + (f" (load average {load:.1f} while timing)" if load is not None else ""),
              f"commit {result.get('commit', 'unknown')}, {result.get('date', 'date unknown')}, "
-             f"torch {result.get('torch', '?')}",
+             f"torch {result.get('torch', '?')}" + (f", ultralytics {result.get('ultralytics', '?')}" if ultralytics
+                                                     else ""),
              f"latency = median of {result['runs']} forwards after {result['warmup']} warm-up, models in turns; "
              f"memory = peak growth (forward: eval, no grad; train: forward + backward)", ""]
     steps = any(m.get("train_step_ms") for m in result["models"])
     header = (f"{'model':<24}{'params':>12}{'Δ params':>20}{'GFLOPs':>9}{'GFLOPs':>9}{'Δ GFLOPs (full)':>20}"
               f"{'latency':>10}{'Δ latency':>11}{'fwd mem':>9}{'train mem':>11}"
               + (f"{'train step':>12}{'× base':>8}" if steps else ""))
-    units = (f"{'':<24}{'':>12}{'':>20}{'YOLOv5':>9}{'full':>9}{'':>20}{'ms':>10}{'':>11}{'MB':>9}{'MB':>11}"
+    thop_unit = "thop" if ultralytics else "YOLOv5"
+    units = (f"{'':<24}{'':>12}{'':>20}{thop_unit:>9}{'full':>9}{'':>20}{'ms':>10}{'':>11}{'MB':>9}{'MB':>11}"
              + (f"{'ms':>12}{'':>8}" if steps else ""))
     lines += [header, units, "-" * len(header)]
     for m in result["models"]:
@@ -305,9 +430,11 @@ def format_table(result: dict) -> str:
             f"{_g(m['gflops_thop']):>9}{_g(m['gflops']):>9}{gflops_delta:>20}"
             f"{m['latency_ms']:>10.1f}{lat_delta:>11}{_mb(m['peak_mem_mb']):>9}{_mb(m['train_peak_mem_mb']):>11}"
             + (f"{_num(m.get('train_step_ms'), '.1f'):>12}{_ratio(m, base, 'train_step_ms'):>8}" if steps else ""))
-    lines += ["", "GFLOPs YOLOv5 = thop at the real imgsz, unfused (YOLOv5's convention; blind to matmul and "
-                  "attention ops); GFLOPs full = torch FlopCounterMode (conv, matmul, attention kernels; "
-                  "elementwise ops count 0)."]
+    thop = ("GFLOPs thop = thop at the real imgsz, unfused (blind to matmul and attention ops; ultralytics' model "
+            "summary, with yolov5_dattn installed, adds what thop misses)" if ultralytics else
+            "GFLOPs YOLOv5 = thop at the real imgsz, unfused (YOLOv5's convention; blind to matmul and attention ops)")
+    lines += ["", f"{thop}; GFLOPs full = torch FlopCounterMode (conv, matmul, attention kernels; elementwise ops "
+                  f"count 0)."]
     for m in result["models"]:
         if not m["layers"]:
             continue

@@ -1,8 +1,11 @@
-"""What does the attention cost? A model against its YOLOv5 baseline: parameters, GFLOPs (YOLOv5's thop
-figure and a full count that sees the attention), latency, peak memory of a forward and a training step,
-and each DAttention layer's share.
+"""What does the attention cost? A model against its stock baseline: parameters, GFLOPs (the thop figure and a
+full count that sees the attention), latency, peak memory of a forward and a training step, and each
+DAttention layer's share. YOLOv5 configs are compared with YOLOv5's model of the same scale and task,
+ultralytics ones (configs/ultralytics/, scale letter in the name) with ultralytics' own YAML of the same
+family, scale and task (yolo11n-c3k2-dattn -> yolo11n.yaml, rtdetr-l-aifi-dattn -> rtdetr-l.yaml).
 
     yolov5-dattn compare --cfg yolov5l_c3_dattn.yaml --imgsz 640 --json out.json --plot out.png
+    yolov5-dattn compare --cfg configs/ultralytics/yolo11n-c3k2-dattn.yaml --imgsz 640 --train-step
     python scripts/compare.py --cfg configs/yolov5l_c3_dattn.yaml ...     # the same, from a checkout
     make docs-compare                                                    # regenerates docs/compare.{json,png}
 
@@ -22,10 +25,12 @@ def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", nargs="+", required=True,
                         help="model YAML(s) to compare, each against its baseline: a path or a shipped name "
-                             "(e.g. yolov5s_c3_dattn.yaml)")
+                             "(e.g. yolov5s_c3_dattn.yaml, yolo11n-c3k2-dattn.yaml); all YOLOv5 or all ultralytics")
     parser.add_argument("--baseline", default=None,
                         help="baseline model YAML, a path or a name from the yolov5 package (yolov5s.yaml, "
-                             "yolov5s-seg.yaml); default: the same-scale YOLOv5 model of the same task as --cfg")
+                             "yolov5s-seg.yaml) or the ultralytics one (yolo11n.yaml); default: the same-scale "
+                             "YOLOv5 model of the same task as --cfg, for ultralytics configs ultralytics' model of "
+                             "the same family, scale and task")
     parser.add_argument("--imgsz", type=int, nargs="+", default=[640],
                         help="image size: one value (square) or h w; a multiple of the largest stride (32)")
     parser.add_argument("--batch", type=int, default=1, help="batch size of the measured input")

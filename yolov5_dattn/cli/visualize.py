@@ -7,6 +7,11 @@ For every image (or video frame) and every DAttention layer, writes to runs/atte
     <stem>.json                 the pixel coordinates of every drawn point, weights and detections;
 and, for a video, <stem>_layer<i>_points.mp4 / _query.mp4 instead of PNGs. Detections are drawn too.
 
+--weights is a YOLOv5 checkpoint (scripts/train.py) or an ultralytics one (`yolov5-dattn yolo train
+model=configs/ultralytics/...`), told apart by the classes the file names (read, not run). An ultralytics
+checkpoint is loaded by ultralytics' own loader with restricted loading, and the image is letterboxed as
+ultralytics' predict does (long side to --imgsz, padded to a stride multiple only; RT-DETR stretched).
+
 Example:
     yolov5-dattn visualize --weights runs/train/exp/weights/best.pt --source img.jpg --imgsz 640 --query 320,200
     python scripts/visualize_attention.py --weights ...      # the same, from a checkout
@@ -27,9 +32,12 @@ def parse_args(argv: Optional[Sequence[str]] = None,
                prog: str = "scripts/visualize_attention.py") -> argparse.Namespace:
     """The command line of `visualize` (default sys.argv[1:])."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    p.add_argument("--weights", required=True, help="checkpoint .pt of a model with DAttention layers (e.g. best.pt)")
+    p.add_argument("--weights", required=True,
+                   help="checkpoint .pt of a model with DAttention layers (e.g. best.pt), YOLOv5 or ultralytics")
     p.add_argument("--source", required=True, help="an image, a folder of images, or a video file")
-    p.add_argument("--imgsz", type=int, default=640, help="square inference size in pixels (multiple of 32)")
+    p.add_argument("--imgsz", type=int, default=640,
+                   help="inference size in pixels (multiple of 32): the square input for YOLOv5, the long side "
+                        "for ultralytics (as its predict)")
     p.add_argument("--layer", type=int, default=None,
                    help="draw only DAttention layer N (0-based, forward order; default: all, listed at start)")
     p.add_argument("--group", type=int, default=None, help="draw only offset group G (default: all groups)")
@@ -91,21 +99,68 @@ def list_sources(source: str):
     return "images", images
 
 
-def load_model(opt):
-    """The checkpoint's model (float, eval) and the DAttention layers to draw."""
+def checkpoint_host(weights) -> str:
+    """'ultralytics' when checkpoint `weights` names ultralytics classes, else 'yolov5' (also for a file that is
+    missing or unreadable: YOLOv5's loader then says what is wrong). Reads the pickle's class names, runs nothing."""
+    import torch
+    path = Path(weights)
+    if not path.is_file():
+        return "yolov5"
+    kept = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()  # list every class, also those another loader allowed for good
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # not a zip checkpoint (old format, corrupt)
+        names = []
+    finally:
+        torch.serialization.add_safe_globals(kept)
+    return "ultralytics" if any(n.startswith(("ultralytics.", "yolov5_dattn.ultralytics.")) for n in names) \
+        else "yolov5"
+
+
+def _ultralytics_model(opt):
+    """The ultralytics checkpoint's model (float, eval; ultralytics' loader, restricted) and its device."""
+    from yolov5_dattn.ultralytics.baseline import load_checkpoint
+    from ultralytics.utils.torch_utils import select_device
+    model = load_checkpoint(opt.weights, trust=opt.trust_checkpoint)
+
+    def device():
+        try:
+            return select_device(opt.device, verbose=False)
+        except Exception as e:  # ultralytics raises ValueError for a CUDA device that is not there
+            raise UserError(f"--device {opt.device}: {' '.join(str(e).split())}") from None
+    return model, device
+
+
+def _yolov5_model(opt):
+    """The YOLOv5 checkpoint's model (float, eval) and its device."""
     import os
 
     from yolov5.utils.torch_utils import select_device
 
-    from yolov5_dattn.analysis.attention_viz import dattention_layers
     from yolov5_dattn.yolov5.checkpoints import TRUST_ENV, check_model_checkpoint
     if opt.trust_checkpoint:
         os.environ[TRUST_ENV] = "1"
     model = check_model_checkpoint(opt.weights).float().eval()
+
+    def device():
+        try:
+            return select_device(opt.device)
+        except Exception as e:  # yolov5 asserts on a missing CUDA device
+            raise UserError(f"--device {opt.device}: {' '.join(str(e).split())}") from None
+    return model, device
+
+
+def load_model(opt):
+    """The checkpoint's model (float, eval) and the DAttention layers to draw."""
+    from yolov5_dattn.analysis.attention_viz import dattention_layers
+    ultralytics = checkpoint_host(opt.weights) == "ultralytics"
+    model, device = (_ultralytics_model if ultralytics else _yolov5_model)(opt)
     layers = dattention_layers(model)
     if not layers:
+        configs = "configs/ultralytics/*-dattn.yaml" if ultralytics else "*_c3_dattn.yaml"
         raise UserError(f"--weights {opt.weights} has no DAttention layer: pass a model trained from a "
-                        f"*_c3_dattn.yaml config (yolov5-dattn configs lists them)")
+                        f"{configs} config (yolov5-dattn configs lists them)")
     if opt.layer is not None and not 0 <= opt.layer < len(layers):
         raise UserError(f"--layer {opt.layer} is out of range: this model has {len(layers)} DAttention "
                         f"layer(s), 0..{len(layers) - 1}")
@@ -116,11 +171,7 @@ def load_model(opt):
         raise UserError(f"--draw-scale {opt.draw_scale} must be positive (1 keeps the image size)")
     if opt.imgsz <= 0 or opt.imgsz % 32:
         raise UserError(f"--imgsz {opt.imgsz} must be a positive multiple of 32 (the model's largest stride)")
-    try:
-        device = select_device(opt.device)
-    except Exception as e:  # yolov5 asserts on a missing CUDA device
-        raise UserError(f"--device {opt.device}: {' '.join(str(e).split())}") from None
-    return model.to(device), layers
+    return model.to(device()), layers
 
 
 def render(img, result: dict, group: Optional[int], scale: float = 1.0):
@@ -154,7 +205,9 @@ def run(opt, model, layers, kind: str, sources: List[Path], query) -> Path:
 
     from yolov5.utils.general import increment_path
 
-    from yolov5_dattn.analysis.attention_viz import analyse
+    from yolov5_dattn.analysis.attention_viz import analyse, analyse_ultralytics, is_ultralytics_model
+    ultralytics = is_ultralytics_model(model)
+    analyse = analyse_ultralytics if ultralytics else analyse
     index = {name: i for i, (name, _) in enumerate(layers)}
     chosen = layers if opt.layer is None else [layers[opt.layer]]
     for name, m in layers:
@@ -168,7 +221,7 @@ def run(opt, model, layers, kind: str, sources: List[Path], query) -> Path:
         return result
 
     meta = {"weights": str(opt.weights), "imgsz": opt.imgsz, "coordinates": "original-image pixels (x, y), "
-            "centre of the top-left pixel = (0, 0)"}
+            "centre of the top-left pixel = (0, 0)", **({"host": "ultralytics"} if ultralytics else {})}
     if kind == "images":
         for path in sources:
             img = cv2.imread(str(path))
