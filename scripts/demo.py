@@ -2,7 +2,8 @@
 """The demo: synthetic data, train, val, detect, compare (`yolov5-dattn demo`; the logic is in
 `yolov5_dattn/cli/demo.py`).
 
-    python scripts/demo.py            # or: make demo
+    python scripts/demo.py                      # or: make demo
+    python scripts/demo.py --host ultralytics   # yolo11n-c3k2-dattn through `yolov5-dattn yolo`
 """
 import sys
 from pathlib import Path
