@@ -31,7 +31,8 @@ def test_val_and_predict_images_folder_video(trained_u, udata, tmp_path):
     image = sorted(Path(udata["val_images"]).glob("*.png"))[0]
     for name, source, expected in (("folder", udata["val_images"], 4), ("image", image, 1),
                                    ("video", udata["video"], 1)):
-        ok(yolo("predict", f"model={best}", f"source={source}", "save=True", *COMMON, f"project={tmp_path}",
+        # no save=True: as with ultralytics' own `yolo predict`, the command saves by default
+        ok(yolo("predict", f"model={best}", f"source={source}", *COMMON, f"project={tmp_path}",
                 f"name={name}", cwd=tmp_path, log=log), log)
         assert len([p for p in (tmp_path / name).iterdir() if p.is_file()]) == expected, name
 

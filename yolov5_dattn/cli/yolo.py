@@ -53,8 +53,11 @@ def run(argv: Sequence[str]) -> None:
     import ultralytics.cfg as cfg
 
     from yolov5_dattn import patching
-    with patching.temporarily(cfg, "ARGV", ["yolo", *_arguments(argv)],
-                              why="ultralytics' entry point reads its arguments from ARGV"):
+    import ultralytics.engine.model as model
+    argv = ["yolo", *_arguments(argv)]
+    with patching.temporarily(cfg, "ARGV", argv, why="ultralytics' entry point reads its arguments from ARGV"), \
+            patching.temporarily(model, "ARGV", argv, why="Model.predict tells a `yolo predict` run (save=True, "
+                                 "streamed video) from ARGV"):
         cfg.entrypoint()
 
 
