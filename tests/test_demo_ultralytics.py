@@ -74,6 +74,8 @@ def test_val_row_of_ultralytics_output():
               "                circle         34         44      0.9        0.8        0.95       0.6\n")
     assert demo.parse_val_row(output) == (0.949, 0.581)
     assert demo.parse_map50(output) == 0.949
+    # an untrained model: YOLOv5 prints the small values in e-notation
+    assert demo.parse_val_row("   all   8   16   0.000473   0.0417   0.00031   3.1e-05\n") == (0.00031, 3.1e-05)
     with pytest.raises(ValueError, match="no 'all' row"):
         demo.parse_val_row("nothing here")
 

@@ -219,12 +219,14 @@ def memory_supported(device: torch.device) -> bool:
     return device.type == "cuda" or os.access("/proc/self/clear_refs", os.W_OK)
 
 
-def start_memory_worker(cfgs: Sequence[str], ncs: Sequence[Optional[int]], input_shape: Sequence[int]):
+def start_memory_worker(cfgs: Sequence[str], ncs: Sequence[Optional[int]], input_shape: Sequence[int],
+                        module: str = "yolov5_dattn.analysis.profiling"):
     """Measure the CPU peak memory of the model of each cfg, each in its own fresh process, one after another
     in a background thread (a process's allocator history changes its peaks, so models never share one).
 
     Each model is built there from its YAML (same seeded initialisation as `build_model`) and measured by
-    `measure_peaks` on a zero input of `input_shape`, with this process's CPU thread count.
+    `measure_peaks` on a zero input of `input_shape`, with this process's CPU thread count. The process is
+    `python -m <module>`, whose main is `memory_worker` with that host's model builder.
     Returns a handle for `collect_memory_worker`.
     """
     results: List[Optional[Dict[str, float]]] = [None] * len(cfgs)
@@ -232,7 +234,7 @@ def start_memory_worker(cfgs: Sequence[str], ncs: Sequence[Optional[int]], input
 
     def run_all():
         for i, (cfg, nc) in enumerate(zip(cfgs, ncs)):
-            command = [sys.executable, "-m", "yolov5_dattn.analysis.profiling", "--shape", *map(str, input_shape),
+            command = [sys.executable, "-m", module, "--shape", *map(str, input_shape),
                        "--threads", str(torch.get_num_threads()), "--cfg", str(cfg),
                        "--nc", "-1" if nc is None else str(nc)]
             done = subprocess.run(command, capture_output=True, text=True)
@@ -256,10 +258,13 @@ def collect_memory_worker(worker, count: int) -> List[Dict[str, float]]:
     return results
 
 
-def _worker(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Print the peak memory (MB) of a forward and of a training "
-                                                 "step of YOLOv5 models on CPU, one JSON line per model (for "
-                                                 "comparable figures, give one model per process).")
+def memory_worker(build: Callable[[str, Optional[int]], nn.Module], host: str,
+                  argv: Optional[Sequence[str]] = None) -> None:
+    """The main of a `start_memory_worker` process: build each `--cfg` with `build(cfg, nc)` and print its
+    `measure_peaks` as one JSON line (for comparable figures, one model per process)."""
+    parser = argparse.ArgumentParser(description=f"Print the peak memory (MB) of a forward and of a training "
+                                                 f"step of {host} models on CPU, one JSON line per model (for "
+                                                 f"comparable figures, give one model per process).")
     parser.add_argument("--cfg", nargs="+", required=True, help="model YAMLs, measured in turn")
     parser.add_argument("--nc", type=int, nargs="+", default=None,
                         help="number of classes per cfg; -1 keeps the YAML's (default: all the YAMLs')")
@@ -270,10 +275,10 @@ def _worker(argv: Optional[Sequence[str]] = None) -> None:
         torch.set_num_threads(opt.threads)
     ncs = opt.nc or [-1] * len(opt.cfg)
     for cfg, nc in zip(opt.cfg, ncs):
-        model = build_model(cfg, None if nc < 0 else nc)
+        model = build(cfg, None if nc < 0 else nc)
         print(json.dumps(measure_peaks(model, torch.zeros(*opt.shape))), flush=True)
         del model
 
 
 if __name__ == "__main__":
-    _worker()
+    memory_worker(build_model, "YOLOv5")

@@ -99,7 +99,8 @@ def parse_val_row(val_output: str) -> Tuple[float, float]:
     """(mAP50, mAP50-95) from val's summary row `all  <images> <instances> P R mAP50 mAP50-95` (YOLOv5's and
     ultralytics' val print the same row). Progress bars' carriage returns and ANSI codes are ignored."""
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", val_output).replace("\r", "\n")
-    rows = re.findall(r"^\s*all\s+\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", text, re.M)
+    number = r"(\d[\d.]*(?:e[-+]?\d+)?)"  # YOLOv5 prints small values as 3.11e-05
+    rows = re.findall(rf"^\s*all\s+\d+\s+\d+\s+{number}\s+{number}\s+{number}\s+{number}\s*$", text, re.M)
     if not rows:
         raise ValueError("no 'all' row in val's output")
     return float(rows[-1][2]), float(rows[-1][3])
@@ -116,6 +117,17 @@ def check_target(map50: float, target: Optional[float]) -> Optional[str]:
         return None
     return (f"error: demo: mAP50 {map50:.3f} is below the target {target}: the model did not learn enough; "
             f"train longer (--epochs) or on more images (--n-train), or set --min-map50 0 to skip this check")
+
+
+def print_summary(title: str, start: float, log: list, metric: str, map50: float, n_val: int, rows) -> None:
+    """The closing block: time per step, mAP50 with its verdict, then `(label, where)` rows."""
+    total = time.time() - start
+    print(f"\n=== {title}")
+    print(f"  time        {total / 60:.1f} min (" + ", ".join(f"{n} {s:.0f}s" for n, s in log) + ")")
+    verdict = "learned" if map50 >= TARGET_MAP50 else f"below the {TARGET_MAP50} target"
+    print(f"  mAP50       {metric} on {n_val} val images ({verdict})")
+    for label, where in rows:
+        print(f"  {label:<11} {where}")
 
 
 def _python_path() -> List[str]:
@@ -181,18 +193,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         run_step("compare", ["compare", "--cfg", CFG, "--imgsz", opt.imgsz, "--threads", opt.threads,
                              "--json", compare_json, "--plot", out / "compare.png"], env, log)
 
-    total = time.time() - start
-    print("\n=== demo finished")
-    print(f"  time        {total / 60:.1f} min (" + ", ".join(f"{n} {s:.0f}s" for n, s in log) + ")")
-    verdict = "learned" if map50 >= TARGET_MAP50 else f"below the {TARGET_MAP50} target"
-    print(f"  mAP50       {map50:.3f} on {opt.n_val} val images ({verdict})")
-    print(f"  data        {data}  (data YAML {det_yaml})")
-    print(f"  weights     {best}")
-    print(f"  training    {train_dir}  (results.csv, opt.yaml)")
-    print(f"  validation  {val_dir}  (PR curve, confusion matrix)")
-    print(f"  detections  {detect_dir / 'images'}  and  {detect_dir / 'video' / video.name}")
-    if compare_json.is_file():
-        print(f"  cost        {compare_json}  and  {out / 'compare.png'}")
+    print_summary("demo finished", start, log, f"{map50:.3f}", map50, opt.n_val, [
+        ("data", f"{data}  (data YAML {det_yaml})"), ("weights", best),
+        ("training", f"{train_dir}  (results.csv, opt.yaml)"), ("validation", f"{val_dir}  (PR curve, confusion matrix)"),
+        ("detections", f"{detect_dir / 'images'}  and  {detect_dir / 'video' / video.name}"),
+        *([("cost", f"{compare_json}  and  {out / 'compare.png'}")] if compare_json.is_file() else [])])
     if failed:
         print(failed, file=sys.stderr)
         return 1
@@ -237,18 +242,13 @@ def _demo_ultralytics(opt: argparse.Namespace, out: Path, env: dict, log: list, 
         run_step("compare", ["compare", "--cfg", U_CFG, "--imgsz", opt.imgsz, "--threads", opt.threads,
                              "--json", compare_json, "--plot", out / "compare.png"], env, log)
 
-    total = time.time() - start
-    print("\n=== demo finished (host ultralytics, yolo11n-c3k2-dattn)")
-    print(f"  time        {total / 60:.1f} min (" + ", ".join(f"{n} {s:.0f}s" for n, s in log) + ")")
-    verdict = "learned" if map50 >= TARGET_MAP50 else f"below the {TARGET_MAP50} target"
-    print(f"  mAP50       {map50:.3f} (mAP50-95 {map50_95:.3f}) on {opt.n_val} val images ({verdict})")
-    print(f"  data        {data}  (data YAML {det_yaml})")
-    print(f"  weights     {best}")
-    print(f"  training    {train_dir}  (results.csv, args.yaml)")
-    print(f"  validation  {val_dir}  (PR curves, confusion matrix)")
-    print(f"  detections  {detect / 'predict'}  and  {predicted_video or detect / 'predict-video'}")
-    if compare_json.is_file():
-        print(f"  cost        {compare_json}  and  {out / 'compare.png'}")
+    print_summary("demo finished (host ultralytics, yolo11n-c3k2-dattn)", start, log,
+                  f"{map50:.3f} (mAP50-95 {map50_95:.3f})", map50, opt.n_val, [
+                      ("data", f"{data}  (data YAML {det_yaml})"), ("weights", best),
+                      ("training", f"{train_dir}  (results.csv, args.yaml)"),
+                      ("validation", f"{val_dir}  (PR curves, confusion matrix)"),
+                      ("detections", f"{detect / 'predict'}  and  {predicted_video or detect / 'predict-video'}"),
+                      *([("cost", f"{compare_json}  and  {out / 'compare.png'}")] if compare_json.is_file() else [])])
     failed = check_target(map50, target)
     if failed:
         print(failed, file=sys.stderr)

@@ -11,13 +11,9 @@ yolov8s-seg-c2f-dattn -> yolov8s-seg.yaml, rtdetr-l-aifi-dattn -> rtdetr-l.yaml.
 `python -m yolov5_dattn.ultralytics.baseline --cfg SPEC ... --shape B C H W` is the peak-memory worker of
 `yolov5-dattn compare` for ultralytics models (one fresh process per model, as for YOLOv5's).
 """
-import argparse
 import functools
 import json
 import re
-import subprocess
-import sys
-import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -300,45 +296,12 @@ def build_model(spec, nc: Optional[int] = None, seed: int = 0) -> Measured:
 
 # ---- peak memory, in fresh processes ---------------------------------------------------------------
 def start_memory_worker(cfgs: Sequence[Path], ncs: Sequence[Optional[int]], input_shape: Sequence[int]):
-    """`profiling.start_memory_worker` for ultralytics specs: each model measured by `profiling.measure_peaks`
-    in its own fresh process (`python -m yolov5_dattn.ultralytics.baseline`), one after another, in a background
-    thread. Returns the handle for `profiling.collect_memory_worker`."""
-    results: List[Optional[Dict[str, float]]] = [None] * len(cfgs)
-    errors: List[str] = []
-
-    def run_all():
-        for i, (cfg, nc) in enumerate(zip(cfgs, ncs)):
-            command = [sys.executable, "-m", "yolov5_dattn.ultralytics.baseline", "--shape", *map(str, input_shape),
-                       "--threads", str(torch.get_num_threads()), "--cfg", str(cfg),
-                       "--nc", "-1" if nc is None else str(nc)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if done.returncode or len(lines) != 1:
-                errors.append(f"{cfg}: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-                return
-            results[i] = json.loads(lines[0])
-
-    thread = threading.Thread(target=run_all, daemon=True)
-    thread.start()
-    return thread, results, errors
-
-
-def _worker(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Print the peak memory (MB) of a forward and of a training step "
-                                                 "of ultralytics models on CPU, one JSON line per model.")
-    parser.add_argument("--cfg", nargs="+", required=True, help="model specs (scale in the name), measured in turn")
-    parser.add_argument("--nc", type=int, nargs="+", default=None,
-                        help="number of classes per cfg; -1 keeps the YAML's (default: all the YAMLs')")
-    parser.add_argument("--shape", type=int, nargs=4, required=True, help="input shape B C H W")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    opt = parser.parse_args(argv)
-    from yolov5_dattn.analysis.profiling import measure_peaks
-    if opt.threads:
-        torch.set_num_threads(opt.threads)
-    for cfg, nc in zip(opt.cfg, opt.nc or [-1] * len(opt.cfg)):
-        model = build_model(cfg, None if nc < 0 else nc)
-        print(json.dumps(measure_peaks(model, torch.zeros(*opt.shape))), flush=True)
-        del model
+    """`profiling.start_memory_worker` for ultralytics specs: each model built by `build_model` and measured by
+    `profiling.measure_peaks` in its own fresh process (`python -m yolov5_dattn.ultralytics.baseline`).
+    Returns the handle for `profiling.collect_memory_worker`."""
+    from yolov5_dattn.analysis import profiling
+    return profiling.start_memory_worker([str(c) for c in cfgs], ncs, input_shape,
+                                         module="yolov5_dattn.ultralytics.baseline")
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
@@ -370,4 +333,5 @@ def load_checkpoint(weights, trust: bool = False, flag: str = "--weights") -> nn
 
 
 if __name__ == "__main__":
-    _worker()
+    from yolov5_dattn.analysis.profiling import memory_worker
+    memory_worker(build_model, "ultralytics")
