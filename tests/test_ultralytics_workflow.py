@@ -49,18 +49,29 @@ def test_export_onnx_and_openvino_then_predict_with_the_onnx(trained_u, udata, t
     assert list((best.parent / "best_openvino_model").glob("*.xml"))
 
 
-def test_segment_train_and_predict(udata, tmp_path):
+def onnx_outputs(best: Path, cwd: Path, log: Path) -> list:
+    """`yolo export format=onnx` of `best`, then the shapes of its outputs on a zero image in onnxruntime."""
+    import numpy as np
+    import onnxruntime as ort
+    ok(yolo("export", f"model={best}", "format=onnx", f"imgsz={IMGSZ}", cwd=cwd, log=log), log)
+    session = ort.InferenceSession(str(best.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    image = np.zeros((1, 3, IMGSZ, IMGSZ), np.float32)
+    return [tuple(o.shape) for o in session.run(None, {session.get_inputs()[0].name: image})]
+
+
+def test_segment_train_predict_and_export(udata, tmp_path):
     log = tmp_path / "net.log"
     ok(yolo("train", f"model={REPO / 'configs/ultralytics/yolo11n-seg-c3k2-dattn.yaml'}", f"data={udata['seg_yaml']}",
             *TRAIN, f"project={tmp_path}", "name=seg", cwd=tmp_path, log=log), log)
     best = tmp_path / "seg" / "weights" / "best.pt"
     out = ok(yolo("predict", f"model={best}", f"source={udata['seg_val_images']}", "save=True", *COMMON,
                   f"project={tmp_path}", "name=segpred", cwd=tmp_path, log=log), log)
-    assert "segment" in out.lower() or len(list((tmp_path / "segpred").glob("*.jpg"))) == 4
     assert len(list((tmp_path / "segpred").glob("*.jpg"))) == 4
+    # boxes + mask coefficients (4 + nc + 32 channels) and the 32 mask prototypes at a quarter of imgsz
+    assert onnx_outputs(best, tmp_path, log) == [(1, 4 + 3 + 32, 84), (1, 32, IMGSZ // 4, IMGSZ // 4)]
 
 
-def test_rtdetr_train_and_predict(udata, tmp_path):
+def test_rtdetr_train_predict_and_export(udata, tmp_path):
     log = tmp_path / "net.log"
     out = ok(yolo("train", "model=rtdetr-l-aifi-dattn.yaml", f"data={udata['det_yaml']}", *TRAIN,
                   f"project={tmp_path}", "name=rtdetr", cwd=tmp_path, log=log), log)
@@ -69,6 +80,9 @@ def test_rtdetr_train_and_predict(udata, tmp_path):
     ok(yolo("predict", f"model={best}", f"source={udata['val_images']}", "save=True", *COMMON,
             f"project={tmp_path}", "name=rtpred", cwd=tmp_path, log=log), log)
     assert len(list((tmp_path / "rtpred").glob("*.jpg"))) == 4
+    # box, score, class of the top min(max_det 300, queries x classes): at imgsz 64 the decoder has 8²+4²+2² = 84
+    # queries (its 300 capped by the anchors), 3 classes
+    assert onnx_outputs(best, tmp_path, log) == [(1, min(300, 84 * 3), 6)]
 
 
 def test_python_api_after_the_import(udata, tmp_path, network_attempts):
