@@ -67,6 +67,12 @@ def feature_map(input_hw: Sequence[int], stride: int) -> HW:
     return math.ceil(int(input_hw[0]) / stride), math.ceil(int(input_hw[1]) / stride)
 
 
+def rect_val_long_side(side: int, gs: int, pad: float = 0.5) -> int:
+    """Long side (pixels) of rectangular validation batches: ceil(side/gs + pad)·gs (YOLOv5's val.py and
+    ultralytics' build_yolo_dataset both pad by half a stride, so 640 -> 672)."""
+    return math.ceil(side / gs + pad) * gs
+
+
 def grid_size(model: nn.Module) -> int:
     """The stride every input size must be a multiple of: max(model stride, 32), as YOLOv5's train.py/val.py and
     ultralytics' trainer compute it."""

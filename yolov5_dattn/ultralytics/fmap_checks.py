@@ -50,7 +50,7 @@ from torch import nn
 
 from yolov5_dattn import patching
 from yolov5_dattn.errors import UserError
-from yolov5_dattn.nn.sites import AttentionSite, find_attention, grid_size
+from yolov5_dattn.nn.sites import AttentionSite, find_attention, fmt, grid_size, rect_val_long_side
 from .pretrained_check import check_pretrained
 
 MODES = ("train", "val", "predict", "export")
@@ -133,11 +133,6 @@ def rounded_hw(sizes: Sequence[int], gs: int, mode: str) -> Optional[Tuple[int, 
     return None
 
 
-def rect_val_long_side(side: int, gs: int, pad: float = 0.5) -> int:
-    """Long side (pixels) of ultralytics' rectangular validation batches: ceil(side/gs + pad)·gs."""
-    return math.ceil(side / gs + pad) * gs
-
-
 def multiscale_range(side: int, gs: int, fraction: float) -> Tuple[int, int]:
     """Smallest and largest square side `multi_scale=fraction` picks (DetectionTrainer.preprocess_batch:
     randrange(max(gs, side·(1-f)), side·(1+f) + gs) // gs · gs)."""
@@ -148,10 +143,6 @@ def multiscale_range(side: int, gs: int, fraction: float) -> Tuple[int, int]:
 
 def _hw_text(hw: Sequence[int]) -> str:
     return f"{int(hw[0])}x{int(hw[1])}"
-
-
-def _list(hw: Sequence[int]) -> str:
-    return f"[{int(hw[0])}, {int(hw[1])}]"
 
 
 def _imgsz_arg(hw: Sequence[int]) -> str:
@@ -207,9 +198,9 @@ def _describe(site: AttentionSite, plan: Plan) -> str:
     if plan.mode == "val" and plan.rect and not plan.square_eval:
         pass  # validation batches are rectangles, said below
     elif plan.mode == "predict" and plan.rect and not plan.square_eval:
-        parts.append(f"{_imgsz_arg(hw)} -> up to {_list(site.fmap(hw))} (letterboxed, short side by aspect)")
+        parts.append(f"{_imgsz_arg(hw)} -> up to {fmt(site.fmap(hw))} (letterboxed, short side by aspect)")
     else:
-        parts.append(f"{_imgsz_arg(hw)} -> {_list(site.fmap(hw))}")
+        parts.append(f"{_imgsz_arg(hw)} -> {fmt(site.fmap(hw))}")
     if plan.mode == "export" and plan.dynamic:
         parts.append("dynamic=True: any multiple of the stride")
     if plan.mode == "train":
@@ -217,8 +208,8 @@ def _describe(site: AttentionSite, plan: Plan) -> str:
             parts.append(f"rect: long side {max(site.fmap(hw))}, short side by aspect")
         if plan.multi_scale > 0:
             low, high = multiscale_range(hw[0], plan.gs, plan.multi_scale)
-            parts.append(f"multi_scale={plan.multi_scale} {_list(site.fmap([low, low]))}.."
-                         f"{_list(site.fmap([high, high]))}")
+            parts.append(f"multi_scale={plan.multi_scale} {fmt(site.fmap([low, low]))}.."
+                         f"{fmt(site.fmap([high, high]))}")
     if plan.validates and not plan.square_eval and (plan.mode == "train" or plan.rect):
         long = rect_val_long_side(hw[0], plan.gs)
         parts.append(f"validation (rectangular, padded): long side {math.ceil(long / s)}, short side by aspect")
@@ -237,15 +228,15 @@ def _enforce(site: AttentionSite, plan: Plan, verdict: Verdict, said: Set[str]) 
                               f"in the model YAML's fmapsize")
     if got != declared:
         if square_only and declared[0] != declared[1]:
-            fix = (f"set a square q_size such as {_list(got)} in the model YAML's fmapsize ({plan.mode} batches are "
+            fix = (f"set a square q_size such as {fmt(got)} in the model YAML's fmapsize ({plan.mode} batches are "
                    f"square)")
         elif plan.checkpoint:
             fix = f"use {_imgsz_arg(need)}: the size its fixed_pe table was built for"
         else:
-            fix = f"use {_imgsz_arg(need)} or set q_size {_list(got)} in the model YAML's fmapsize"
+            fix = f"use {_imgsz_arg(need)} or set q_size {fmt(got)} in the model YAML's fmapsize"
         raise FeatureMapError(f"{site.name} (fixed_pe) is declared for {_hw_text(declared)} ({_imgsz_arg(need)}) "
                               f"but {_given_text(plan)} gives {_hw_text(got)}: {fix}")
-    fixed = f"{site.name} uses fixed_pe {_list(declared)}"
+    fixed = f"{site.name} uses fixed_pe {fmt(declared)}"
     if plan.mode == "train" and plan.rect and not plan.square_eval and "rect" not in said:
         said.add("rect")
         verdict.overrides["rect"] = False
@@ -255,7 +246,7 @@ def _enforce(site: AttentionSite, plan: Plan, verdict: Verdict, said: Set[str]) 
         verdict.overrides["multi_scale"] = 0.0
         low, high = multiscale_range(plan.hw[0], plan.gs, plan.multi_scale)
         verdict.lines.append(f"multi_scale={plan.multi_scale} switched off: {fixed}, multi-scale would give "
-                             f"{_list(site.fmap([low, low]))}..{_list(site.fmap([high, high]))}")
+                             f"{fmt(site.fmap([low, low]))}..{fmt(site.fmap([high, high]))}")
     rect_val = plan.validates and not plan.square_eval and (plan.mode == "train" or plan.rect)
     if rect_val and "val" not in said:
         said.add("val")
@@ -279,11 +270,11 @@ def check_plan(sites: Sequence[AttentionSite], plan: Plan) -> Verdict:
     verdict, said = Verdict(), set()
     for site in sites:
         _refuse_small(site, plan)
-        head = f"DAttention {site.name}: stride {site.stride}, {site.variant}, declared {_list(site.declared)}"
+        head = f"DAttention {site.name}: stride {site.stride}, {site.variant}, declared {fmt(site.declared)}"
         if site.size_fixed:
             notes = Verdict()
             _enforce(site, plan, notes, said)
-            verdict.lines += [f"{head}; runs at {_list(site.declared)} only"] + notes.lines
+            verdict.lines += [f"{head}; runs at {fmt(site.declared)} only"] + notes.lines
             verdict.overrides.update(notes.overrides)
             verdict.square_val = verdict.square_val or notes.square_val
         else:
@@ -293,15 +284,9 @@ def check_plan(sites: Sequence[AttentionSite], plan: Plan) -> Verdict:
 
 def attention_sites(model: nn.Module) -> List[AttentionSite]:
     """The DAttention sites of `model` (one probe forward the first time; cached per model object)."""
-    try:
-        return _sites[model]
-    except (KeyError, TypeError):
-        pass
-    sites = find_attention(model)
-    try:
-        _sites[model] = sites
-    except TypeError:
-        pass
+    sites = _sites.get(model)
+    if sites is None:
+        sites = _sites[model] = find_attention(model)
     return sites
 
 
@@ -351,17 +336,14 @@ def _say(model: nn.Module, lines: Sequence[str]) -> None:
     from ultralytics.utils import LOGGER, RANK
     if RANK not in {-1, 0}:
         return
-    try:
-        said = _said.setdefault(model, set())
-    except TypeError:
-        said = set()
+    said = _said.setdefault(model, set())
     for line in lines:
         if line not in said:
             said.add(line)
             LOGGER.info(PREFIX + line)
 
 
-# ---- the seam: Model.train / val / predict ---------------------------------------------------------------
+# ---- the seam: Model.train / val / predict / export ----------------------------------------------------
 def _defaults() -> Dict[str, Any]:
     from ultralytics.cfg import DEFAULT_CFG_DICT
     return dict(DEFAULT_CFG_DICT)

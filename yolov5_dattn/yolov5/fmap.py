@@ -17,12 +17,8 @@ import math
 from typing import Sequence, Tuple
 
 # host-agnostic, shared with the ultralytics host; re-exported here under their old names
-from yolov5_dattn.nn.sites import HW, AttentionSite, feature_map, find_attention, fmt, grid_size  # noqa: F401
-
-
-def rect_val_long_side(imgsz: int, gs: int, pad: float = 0.5) -> int:
-    """Long side (pixels) of YOLOv5's rectangular validation batches: ceil(imgsz/gs + pad)·gs."""
-    return math.ceil(imgsz / gs + pad) * gs
+from yolov5_dattn.nn.sites import (HW, AttentionSite, feature_map, find_attention, fmt, grid_size,  # noqa: F401
+                                   rect_val_long_side)
 
 
 def multiscale_range(imgsz: int, gs: int) -> Tuple[int, int]:
