@@ -143,28 +143,22 @@ def verdict(report: TransferReport, kept: int = 0, kept_values: int = 0) -> Tupl
     return line, warning
 
 
-def report(model: torch.nn.Module, source: torch.nn.Module) -> TransferReport:
-    """The transfer `BaseModel.load` just made from `source` into `model`, recomputed the way it matches
-    (name and shape, after its Detect rebuild for another nc), with `model`'s DAttention modules as attention."""
-    from ultralytics.nn import tasks
-    checkpoint, state = source.state_dict(), model.state_dict()
-    return summarise(checkpoint, state, tasks.intersect_dicts(checkpoint, state),
-                     attention_prefixes=attention_modules(model))
-
-
 def log_report(model: torch.nn.Module, source: torch.nn.Module) -> TransferReport:
     """Log the table for a load of `source` into `model` (ultralytics' LOGGER: rank 0 only under DDP), a warning
     line when the checkpoint fits (almost) nothing, and return the report."""
     global last_report
+    from ultralytics.nn import tasks
     from ultralytics.utils import LOGGER
-    last_report = result = report(model, source)
+    # recomputed the way BaseModel.load matches (name and shape, after its Detect rebuild for another nc)
+    checkpoint, state, prefixes = source.state_dict(), model.state_dict(), attention_modules(model)
+    last_report = result = summarise(checkpoint, state, tasks.intersect_dicts(checkpoint, state),
+                                     attention_prefixes=prefixes)
     name = getattr(source, "pt_path", None) or "the given model"
     if source in _reported:  # train() after YOLO(cfg).load(...) loads the model loaded then into a fresh one
         name = f"the model loaded before (from {name})"
     if source in _reported and result.total == len(result.keys["transferred"]):
         LOGGER.info(f"Transfer: all {result.total} tensors from {name}; its table is above")
     else:
-        checkpoint, state, prefixes = source.state_dict(), model.state_dict(), attention_modules(model)
         kept = [k for k in result.keys["transferred"] if any(k.startswith(p + ".") for p in prefixes)]
         line, warning = verdict(result, len(kept), sum(state[k].numel() for k in kept))
         lines = [format_table(result, name)]
