@@ -191,15 +191,12 @@ def host_pairs(cfgs: Sequence[str], baseline: Optional[str]) -> Tuple[Host, List
         return YOLOV5, pairs_to_compare(cfgs, baseline)
     from yolov5_dattn.ultralytics import baseline as ultra
     host = ultralytics_host()
+    if base:  # checked once: it is every cfg's baseline
+        ultra.model_scale(base[1], ultra.read_yaml(base[1], "--baseline"), "--baseline")
     pairs = []
     for _, path in found:
-        data = ultra.read_yaml(path, "--cfg")
-        ultra.model_scale(path, data, "--cfg")
-        if base:
-            ultra.model_scale(base[1], ultra.read_yaml(base[1], "--baseline"), "--baseline")
-            pairs.append((path, base[1]))
-        else:
-            pairs.append((path, ultra.stock_baseline(path, "--cfg")))
+        ultra.model_scale(path, ultra.read_yaml(path, "--cfg"), "--cfg")
+        pairs.append((path, base[1] if base else ultra.stock_baseline(path, "--cfg")))
     return host, pairs
 
 

@@ -12,7 +12,6 @@ GFLOPs that count the attention). `model=` also takes a shipped config by file n
 (`model=yolo11n-c3k2-dattn.yaml`, scale letter included). Bad input (an unknown key, a missing file) is one
 `error:` line and exit status 2.
 """
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -28,14 +27,11 @@ def shipped_model(value: str) -> str:
     """`value` of `model=`, or the shipped `configs/ultralytics/` path when it names one of ours by file name
     (`yolo11n-c3k2-dattn.yaml`: the scale letter is kept in the path, ultralytics reads it from there). An
     existing path always wins."""
-    from yolov5_dattn.shipped import CONFIGS
+    from yolov5_dattn.ultralytics.baseline import shipped_dir, yaml_file
     if not value or Path(value).exists() or "/" in value or "\\" in value:
         return value
-    folder = CONFIGS / "ultralytics"
-    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", value)  # ultralytics' own scale-stripping rule
-    if (folder / value).is_file() or (folder / unified).is_file():
-        return str(folder / value)
-    return value
+    ours = shipped_dir() / value
+    return str(ours) if yaml_file(ours) is not None else value  # the file, or its scale-less name beside it
 
 
 def _arguments(argv: Sequence[str]) -> List[str]:

@@ -123,7 +123,7 @@ def model_scale(spec: Path, data: dict, flag: str = "--cfg") -> str:
                         f"({names}): name the file with one of them")
     if not letter:
         if len(scales) > 1:
-            example = _SCALED.sub(r"\1\3", Path(spec).name)
+            example = unified(Path(spec).name)
             match = re.search(r"\d+", example)
             hint = f", e.g. {example[:match.end()]}{next(iter(scales))}{example[match.end():]}" if match else ""
             raise UserError(f"{flag} {spec}: no scale letter in the file name and the YAML has several scales "
