@@ -103,17 +103,16 @@ def checkpoint_host(weights) -> str:
     """'ultralytics' when checkpoint `weights` names ultralytics classes, else 'yolov5' (also for a file that is
     missing or unreadable: YOLOv5's loader then says what is wrong). Reads the pickle's class names, runs nothing."""
     import torch
+
+    from yolov5_dattn.yolov5.checkpoints import without_process_allowlist
     path = Path(weights)
     if not path.is_file():
         return "yolov5"
-    kept = torch.serialization.get_safe_globals()
-    torch.serialization.clear_safe_globals()  # list every class, also those another loader allowed for good
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        with without_process_allowlist():  # list every class, also those another loader allowed for good
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # not a zip checkpoint (old format, corrupt)
         names = []
-    finally:
-        torch.serialization.add_safe_globals(kept)
     return "ultralytics" if any(n.startswith(("ultralytics.", "yolov5_dattn.ultralytics.")) for n in names) \
         else "yolov5"
 

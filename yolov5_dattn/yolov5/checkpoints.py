@@ -176,17 +176,24 @@ def is_legacy_format(f: Any) -> bool:
 
 
 @contextlib.contextmanager
-def only_our_allowlist() -> Iterator[None]:
-    """While the block runs, torch's weights-only allowlist is exactly `safe_globals()`. torch keeps one list for
-    the whole process and other code adds real classes to it for good (ultralytics' restricted loader does), which
-    would let a checkpoint call them; whatever was there is put back afterwards."""
+def without_process_allowlist() -> Iterator[None]:
+    """While the block runs, torch's process-wide weights-only allowlist is empty; whatever was there is put back
+    afterwards. torch keeps one list for the whole process and other code adds real classes to it for good
+    (ultralytics' restricted loader does)."""
     others = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
     try:
-        with torch.serialization.safe_globals(safe_globals()):
-            yield
+        yield
     finally:
         torch.serialization.add_safe_globals(others)
+
+
+@contextlib.contextmanager
+def only_our_allowlist() -> Iterator[None]:
+    """While the block runs, torch's weights-only allowlist is exactly `safe_globals()`: classes others added to
+    the process-wide list (`without_process_allowlist`) would let a checkpoint call them."""
+    with without_process_allowlist(), torch.serialization.safe_globals(safe_globals()):
+        yield
 
 
 def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = None, **kwargs) -> Any:
