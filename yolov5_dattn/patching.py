@@ -249,3 +249,14 @@ def replace_line(function: types.FunctionType, old: str, new: str) -> Optional[t
          out)
     out[function.__name__].__wrapped__ = function
     return out[function.__name__]
+
+
+def where_defined(obj) -> str:
+    """Where class or function `obj` is defined: 'module.Name (file:line)', or just the module when the
+    source cannot be found."""
+    module = getattr(obj, "__module__", "?")
+    name = f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
+    try:
+        return f"{name} ({inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]})"
+    except (OSError, TypeError):
+        return name

@@ -8,21 +8,11 @@ grouped by the numbered steps of that package's docstring.
 `registry` prints the modules model YAMLs can name (YOLOv5's or ultralytics'), with where each is defined.
 """
 import argparse
-import inspect
 import re
 from typing import List, Sequence
 
 HOSTS = ("yolov5", "ultralytics")
 HOST_HELP = "which host library: yolov5 (the default: YOLOv5 7.0.14) or ultralytics (YOLOv8/11/26, RT-DETR)"
-
-
-def _where(obj) -> str:
-    """'module.Name (file:line)' for a class or function, just 'module.Name' when its source is unknown."""
-    name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
-    try:
-        return f"{name} ({inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]})"
-    except (OSError, TypeError):
-        return name
 
 
 def ultralytics_steps() -> List[str]:
@@ -47,13 +37,18 @@ def _ultralytics_changes(steps: bool) -> int:
             print(step)
         return 0
     from yolov5_dattn import patching
+    _print_changes(patching.changes("ultralytics"), lambda change: change.step or "(no step)")
+    return 0
+
+
+def _print_changes(changes, heading) -> None:
+    """Each change in place (`  owner.name: why`) under `heading(change)` of the first change of each step."""
     shown = None
-    for change in patching.changes("ultralytics"):
+    for change in changes:
         if change.step != shown:
             shown = change.step
-            print(shown or "(no step)")
+            print(heading(change))
         print(f"  {change.where}: {change.why}")
-    return 0
 
 
 def _full_install() -> None:
@@ -87,13 +82,11 @@ def changes_main(argv: Sequence[str], prog: str = "yolov5-dattn changes") -> int
         return 0
     from yolov5_dattn import patching
     _full_install()
-    shown = None
-    for change in patching.changes():
-        if change.step != shown:
-            shown = change.step
-            step = changes.step_of(change)
-            print(f"{shown or '(no step)'}" + (f"  (YOLOv5 {step.line})" if step is not None else ""))
-        print(f"  {change.where}: {change.why}")
+
+    def heading(change) -> str:
+        step = changes.step_of(change)
+        return f"{change.step or '(no step)'}" + (f"  (YOLOv5 {step.line})" if step is not None else "")
+    _print_changes(patching.changes(), heading)
     process = [s for s in changes.STEPS if s.process]
     if process:
         print("process settings (not attributes): " + "; ".join(f"{s.targets} ({s.name})" for s in process))
@@ -111,12 +104,16 @@ def registry_main(argv: Sequence[str], prog: str = "yolov5-dattn registry") -> i
     import yolov5_dattn  # noqa: F401
     import yolov5  # noqa: F401
     from yolov5_dattn.yolov5 import registry
-    rows = registry.registered()
-    width = max(len(r.name) for r in rows)
-    print(f"{'name':<{width}}  {'channels':<8}  {'repeats':<7}  defined at")
-    for r in rows:
-        print(f"{r.name:<{width}}  {'c1, c2' if r.channels else 'as is':<8}  {'n' if r.repeats else '-':<7}  {r.where}")
+    _print_registry([(r.name, r.channels, r.repeats, r.where) for r in registry.registered()])
     return 0
+
+
+def _print_registry(rows: Sequence[tuple]) -> None:
+    """The registry table: (YAML name, channels scaled, repeats scaled, where it is defined) per row."""
+    width = max(len(r[0]) for r in rows)
+    print(f"{'name':<{width}}  {'channels':<8}  {'repeats':<7}  defined at")
+    for name, channels, repeats, where in rows:
+        print(f"{name:<{width}}  {'c1, c2' if channels else 'as is':<8}  {'n' if repeats else '-':<7}  {where}")
 
 
 def ultralytics_registered() -> List[tuple]:
@@ -142,10 +139,7 @@ def ultralytics_registered() -> List[tuple]:
 
 def _ultralytics_registry() -> int:
     """`registry --host ultralytics`: YAML name, how parse_model builds it, where it is defined."""
-    rows = ultralytics_registered()
-    width = max(len(r[0]) for r in rows)
-    print(f"{'name':<{width}}  {'channels':<8}  {'repeats':<7}  defined at")
-    for name, cls, channels, repeats, note in rows:
-        print(f"{name:<{width}}  {'c1, c2' if channels else 'as is':<8}  {'n' if repeats else '-':<7}  {_where(cls)}"
-              + (f"; {note}" if note else ""))
+    from yolov5_dattn.patching import where_defined
+    _print_registry([(name, channels, repeats, where_defined(cls) + (f"; {note}" if note else ""))
+                     for name, cls, channels, repeats, note in ultralytics_registered()])
     return 0

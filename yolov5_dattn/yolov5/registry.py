@@ -34,6 +34,7 @@ from typing import List, Optional
 from torch import nn
 
 from yolov5_dattn import patching
+from yolov5_dattn.patching import where_defined
 
 CHANNEL_SET = "_yolov5_dattn_channel_modules"  # names injected into yolo.py's globals
 REPEAT_SET = "_yolov5_dattn_repeat_modules"
@@ -240,17 +241,6 @@ class Registration:
     def where(self) -> str:
         """'package.module (path/to/file.py:12)'."""
         return where_defined(self.cls)
-
-
-def where_defined(obj) -> str:
-    """Where class or function `obj` is defined: 'module.Name (file:line)', or just the module when the
-    source cannot be found."""
-    module = getattr(obj, "__module__", "?")
-    name = f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
-    try:
-        return f"{name} ({inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]})"
-    except (OSError, TypeError):
-        return name
 
 
 # name -> Registration; shared by every hooked yolo module
