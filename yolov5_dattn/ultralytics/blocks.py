@@ -32,7 +32,7 @@ from ultralytics.nn.modules.block import C2PSA, C2f, C3k, C3k2, Bottleneck
 from ultralytics.nn.modules.transformer import AIFI
 
 from yolov5_dattn.nn.dattention import DAttention
-from yolov5_dattn.nn.fmapsize import LAYERSCALE_KEY, FmapSize, dattention_kwargs, split_layerscale
+from yolov5_dattn.nn.fmapsize import FmapSize, dattention_kwargs, split_layerscale
 from yolov5_dattn.nn.layerscale import LayerScale
 
 
@@ -46,14 +46,13 @@ def _kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
 
 def _replacing_kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
     """`_kwargs` for a block whose DAttention replaces the parent's attention: `layerscale` is refused there."""
-    kwargs = _kwargs(fmapsize, block)
-    if kwargs.get(LAYERSCALE_KEY) is not None:
+    kwargs, layerscale = split_layerscale(_kwargs(fmapsize, block))
+    if layerscale is not None:
         parent = block[:-len("_DAttention")]
         raise ValueError(f"{block}: layerscale is not supported: its DAttention replaces {parent}'s own attention, "
                          f"so no scale makes it start as the stock block; drop layerscale from fmapsize (or use "
                          f"C3k2_DAttention / C2f_DAttention, which take it)")
-    kwargs.pop(LAYERSCALE_KEY, None)  # `layerscale: null`: the placement they always have
-    return kwargs
+    return kwargs  # `layerscale: null` is the placement they always have
 
 
 class Bottleneck_DAttention(Bottleneck):
