@@ -24,9 +24,10 @@ from .blocks import (AIFI_DAttention, Bottleneck_DAttention, C2f_DAttention, C2P
 from .registry import TESTED_RANGE, UnsupportedUltralytics, in_tested_range, ultralytics_version  # noqa: E402
 
 __all__ = ["AIFI_DAttention", "Bottleneck_DAttention", "C2f_DAttention", "C2PSA_DAttention", "C3k2_DAttention",
-           "C3k_DAttention", "UnsupportedUltralytics", "TESTED_RANGE", "install"]
+           "C3k_DAttention", "UnsupportedUltralytics", "TESTED_RANGE", "install", "use_policy"]
 
 _installed = False
+_policy = False
 
 
 def install() -> None:
@@ -36,19 +37,32 @@ def install() -> None:
     if _installed:
         return
     from yolov5_dattn import patching
-    from . import checkpoints, flops, fmap_checks, registry, transfer
+    from . import flops, registry, transfer
     version = ultralytics_version()
     if not in_tested_range(version):
         warnings.warn(f"yolov5_dattn: ultralytics {version} is outside the tested range "
                       f">={TESTED_RANGE[0]},<{TESTED_RANGE[1]}", stacklevel=2)
     with patching.applying("registry"):
         registry.register()
-    offline.apply()
     flops.apply()
-    checkpoints.apply()
     transfer.apply()
-    fmap_checks.apply()
     _installed = True
+    use_policy()  # TODO(lead, issue 26): our commands call this; the import alone will not
+
+
+def use_policy() -> None:
+    """Our commands' policy for ultralytics (idempotent): offline, safe loading, checks before any work.
+
+    `yolov5-dattn yolo ...` and `scripts/*` call it; a library user opts in with one call."""
+    global _policy
+    if _policy:
+        return
+    install()
+    from . import checkpoints, fmap_checks
+    offline.apply()
+    checkpoints.apply()
+    fmap_checks.apply()
+    _policy = True
 
 
 install()
