@@ -158,7 +158,7 @@ def measure_case(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     DAttention, ReferenceDAttention = _import_attention_modules()
     from yolov5_dattn.analysis.flops import flop_counter  # torch's counter with our SDPA formulas (not in every release)
-    from yolov5_dattn.nn import dattention
+    from yolov5_dattn.nn import attention_kernel, attention_kernel_set_to
     device, dtype = torch.device(spec["device"]), getattr(torch, _torch_dtype_name(spec["dtype"]))
     C, B = spec["channels"], spec["batch"]
     h, w = spec.get("hw") or (spec["side"], spec["side"])
@@ -180,11 +180,9 @@ def measure_case(spec: dict) -> dict:
 
     def call(impl) -> float:
         module = modules[impl]
-        kernel = dattention.cpu_attention
         started = time.perf_counter()
-        try:
-            if impl == "sdpa":  # without the module select_kernel names PyTorch's kernel
-                dattention.cpu_attention = None
+        # "sdpa" is the fast module with PyTorch's kernel: the switch keeps ours out for this call
+        with attention_kernel_set_to("sdpa" if impl == "sdpa" else attention_kernel()):
             if backward:
                 module.zero_grad(set_to_none=True)
                 x.grad = None
@@ -192,8 +190,6 @@ def measure_case(spec: dict) -> dict:
             else:
                 with torch.no_grad():
                     module(x)
-        finally:
-            dattention.cpu_attention = kernel
         _sync(device)
         return time.perf_counter() - started
 

@@ -6,6 +6,8 @@ tested and benchmarked against.
 """
 from .dattention import DAttention, select_kernel
 from .fmapsize import dattention_kwargs
+from .kernel_switch import attention_kernel, attention_kernel_set_to, set_attention_kernel
 from .layernorm import LayerNormProxy
 
-__all__ = ["DAttention", "LayerNormProxy", "dattention_kwargs", "select_kernel"]
+__all__ = ["DAttention", "LayerNormProxy", "attention_kernel", "attention_kernel_set_to", "dattention_kwargs",
+           "select_kernel", "set_attention_kernel"]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .kernel_switch import attention_kernel
 from .layernorm import LayerNormProxy
 
 try:
@@ -387,11 +388,14 @@ def select_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optio
           a head width in `cpu_attention.HEAD_DIMS` (every width the shipped models have, 4 to 80 channels),
           kernel built, no graph being captured;
         - "sdpa" (`F.scaled_dot_product_attention`, the bias as an additive mask) otherwise.
-    Which internal kernel SDPA dispatches to is PyTorch's choice and differs between releases; this is ours.
+    The process-wide switch (`kernel_switch.set_attention_kernel`) narrows this: "explicit" always gives
+    "explicit", "sdpa" never gives "ours". Which internal kernel SDPA dispatches to is PyTorch's choice and
+    differs between releases; this is ours.
     """
-    if record or (bias is not None and bias.requires_grad and torch.is_grad_enabled()):
+    switch = attention_kernel()
+    if switch == "explicit" or record or (bias is not None and bias.requires_grad and torch.is_grad_enabled()):
         return "explicit"
-    if (bias is None and dropout == 0.0 and cpu_attention is not None
+    if (switch in ("auto", "ours") and bias is None and dropout == 0.0 and cpu_attention is not None
             and cpu_attention.supports(_tokens(q), _tokens(k), _tokens(v), q.shape[1])):
         return "ours"
     return "sdpa"
