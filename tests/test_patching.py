@@ -246,3 +246,24 @@ def test_parsing_is_temporary():
         assert [c.step for c in patching.changes("argparse")] == ["entrypoint.parsing"]
         assert argparse.ArgumentParser().parse_args().x == "1"
     assert argparse.ArgumentParser.parse_known_args is real and not patching.changes("argparse")
+
+
+def test_a_blocked_host_does_not_stop_the_import_and_registers_once_unblocked():
+    """`sys.modules["yolov5"] = None` makes YOLOv5 unimportable: the plugin still imports (the math works), and
+    once the block is lifted, importing YOLOv5 registers the blocks as usual."""
+    script = ("import sys\n"
+              "sys.modules['yolov5'] = None\n"
+              "import yolov5_dattn\n"
+              "import torch\n"
+              "y = yolov5_dattn.DAttention(32, (4, 4), n_heads=2, n_groups=1)(torch.randn(1, 32, 4, 4))\n"
+              "try:\n"
+              "    import yolov5\n"
+              "    print('imported')\n"
+              "except ImportError:\n"
+              "    print('blocked')\n"
+              "del sys.modules['yolov5']\n"
+              "import yolov5.models.yolo as yolo\n"
+              "print(tuple(y.shape), hasattr(yolo, 'C3_DAttention'))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["blocked", "(1,", "32,", "4,", "4)", "True"]

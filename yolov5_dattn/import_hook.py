@@ -56,7 +56,8 @@ def finding(name: str) -> bool:
 def when_imported(name: str, before: Callable[[], None], after: Callable[[], None]) -> None:
     """Run `before()` just before top-level module `name` is first imported and `after()` once it has
     been (both now, in that order, if it is imported already). Nothing runs if it is never imported."""
-    if name in sys.modules:
+    # `sys.modules[name] = None` is how a module is made unimportable: not imported, so wait for it like any other
+    if sys.modules.get(name) is not None:
         before()
         after()
         return
