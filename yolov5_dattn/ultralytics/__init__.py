@@ -9,6 +9,8 @@
 4. `checkpoints`: checkpoints load with `weights_only=True` and an allowlist (ours included), by default;
 5. `transfer`: a load of stock weights into a DAttention model (`pretrained=`, `.load()`) logs what was transferred;
 6. `fmap_checks`: train / val / predict check each DAttention's feature maps at the run's imgsz first (fixed_pe).
+7. `ddp`: multi-GPU workers (`device=0,1`) rebuild the trainer with our blocks, and with the launching process's
+   policy when it had it.
 
 Every change is made through `yolov5_dattn.patching` (`patching.changes("ultralytics")` lists them).
 Tested with ultralytics `registry.TESTED_RANGE`; another parse_model shape is refused in one line.
@@ -24,7 +26,7 @@ from .blocks import (AIFI_DAttention, Bottleneck_DAttention, C2f_DAttention, C2P
 from .registry import TESTED_RANGE, UnsupportedUltralytics, in_tested_range, ultralytics_version  # noqa: E402
 
 __all__ = ["AIFI_DAttention", "Bottleneck_DAttention", "C2f_DAttention", "C2PSA_DAttention", "C3k2_DAttention",
-           "C3k_DAttention", "UnsupportedUltralytics", "TESTED_RANGE", "install", "use_policy"]
+           "C3k_DAttention", "UnsupportedUltralytics", "TESTED_RANGE", "install", "policy_applied", "use_policy"]
 
 _installed = False
 _policy = False
@@ -37,7 +39,7 @@ def install() -> None:
     if _installed:
         return
     from yolov5_dattn import patching
-    from . import flops, registry, transfer
+    from . import ddp, flops, registry, transfer
     version = ultralytics_version()
     if not in_tested_range(version):
         warnings.warn(f"yolov5_dattn: ultralytics {version} is outside the tested range "
@@ -46,6 +48,7 @@ def install() -> None:
         registry.register()
     flops.apply()
     transfer.apply()
+    ddp.apply()
     _installed = True
     use_policy()  # TODO(lead, issue 26): our commands call this; the import alone will not
 
@@ -63,6 +66,11 @@ def use_policy() -> None:
     checkpoints.apply()
     fmap_checks.apply()
     _policy = True
+
+
+def policy_applied() -> bool:
+    """Whether `use_policy()` has run in this process."""
+    return _policy
 
 
 install()

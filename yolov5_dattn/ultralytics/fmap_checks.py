@@ -343,6 +343,14 @@ def _say(model: nn.Module, lines: Sequence[str]) -> None:
             LOGGER.info(PREFIX + line)
 
 
+def square_validation(on: Optional[bool] = None) -> bool:
+    """Whether validation here is square (a fixed_pe training run in progress). `on` sets it for the rest of the
+    current context: a DDP worker, whose whole run is that training run (`yolov5_dattn.ultralytics.ddp`)."""
+    if on is not None:
+        _square_val.set(bool(on))
+    return _square_val.get()
+
+
 # ---- the seam: Model.train / val / predict / export ----------------------------------------------------
 def _defaults() -> Dict[str, Any]:
     from ultralytics.cfg import DEFAULT_CFG_DICT
