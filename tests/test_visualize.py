@@ -119,6 +119,43 @@ def test_json_points_are_the_module_positions(weights, visualize, image, tmp_pat
 
 
 
+def test_detections_come_from_the_ordinary_forward(weights, image):
+    """The detections are those of the forward val and detect run (`record` off: the fused attention kernel), on
+    the letterboxed image; the recording runs each layer alone afterwards, on that forward's input to it."""
+    from yolov5.utils.general import non_max_suppression
+
+    from kernel_choice import chosen_kernels
+    from model_forwards import watch
+    from yolov5_dattn.analysis.attention_viz import analyse, dattention_layers
+    from yolov5_dattn.yolov5.checkpoints import check_model_checkpoint
+    model = check_model_checkpoint(weights).float().eval()
+    layers = dattention_layers(model)
+    with chosen_kernels() as chosen:
+        runs = watch(model, chosen)
+        result = analyse(model, cv2.imread(str(image)), IMGSZ, layers, conf_thres=0.001)
+        assert len(runs) == 1  # one forward of the whole model
+        with torch.no_grad():
+            model(runs[0]["input"])  # the same input, the model as val runs it
+    run, plain = runs
+    assert run["input"].shape == (1, 3, IMGSZ, IMGSZ)
+    assert run["kernels"] == plain["kernels"] and len(run["kernels"]) == len(layers) == 1
+    assert "explicit" not in run["kernels"]  # the recording path is not the one that detects
+    torch.testing.assert_close(run["out"], plain["out"], rtol=1e-5, atol=1e-4)
+
+    # NMS of the plain forward, mapped long-hand to the image (scaled 2.5x, 20 px of padding above), against the
+    # JSON's detections where they are stable: those with at least half the top confidence (below, a barely
+    # trained model ties scores, and which tied box NMS keeps is its implementation's choice)
+    det = non_max_suppression(plain["out"], 0.001, 0.45)[0].tolist()
+    theirs = [{"xyxy": np.clip([x0 / 2.5, (y0 - 20) / 2.5, x1 / 2.5, (y1 - 20) / 2.5], 0, [W, H, W, H]),
+               "conf": conf, "cls": int(cls)} for x0, y0, x1, y1, conf, cls in det]
+    ours = result["detections"]
+    assert ours and theirs
+    for mine, other in ((ours, theirs), (theirs, ours)):
+        for d in (d for d in mine if d["conf"] >= mine[0]["conf"] / 2):
+            assert any(o["cls"] == d["cls"] and abs(o["conf"] - d["conf"]) < 1e-3
+                       and np.abs(np.subtract(o["xyxy"], d["xyxy"])).max() < 0.05 for o in other), (d, other)
+
+
 def test_video_writes_mp4_and_frames(demo, weights, visualize, tmp_path):
     video = demo["video"]
     status = visualize(strs("--weights", weights, "--source", video, "--imgsz", IMGSZ, "--max-frames", 2,

@@ -2,9 +2,11 @@
 
 Fig. 6 of DAT draws each layer's reference points and the deformed points the keys are sampled at
 (one colour per offset group); Fig. 7 draws, for one query, the attention over those sampled keys.
-This module records both through `DAttention.record`, maps them to the pixels of the ORIGINAL image
-(undoing YOLOv5's letterbox, or for an ultralytics model the letterbox of ultralytics' predict: the long side
-to imgsz, padded to a stride multiple only; RT-DETR's stretch to imgsz×imgsz) and draws them.
+This module detects with the model's ordinary forward (for an ultralytics model, the one its predict runs),
+then records both through `DAttention.record` by running each layer alone on the input that forward gave it
+(`layer_inputs`, `record_layers`), so recording never changes a detection. It maps them to the pixels of the
+ORIGINAL image (undoing YOLOv5's letterbox, or for an ultralytics model the letterbox of ultralytics' predict:
+the long side to imgsz, padded to a stride multiple only; RT-DETR's stretch to imgsz×imgsz) and draws them.
 
 Coordinate conventions
     * the module records normalised (y, x) in [-1, 1] over the map it samples (its input, H×W),
@@ -106,33 +108,60 @@ def dattention_layers(model: nn.Module) -> List[Tuple[str, DAttention]]:
 
 
 @contextmanager
-def recording(layers: Sequence[Tuple[str, DAttention]]) -> Iterator[Dict[str, Tuple[int, int]]]:
-    """Switch `record` on for `layers` while active; yields {name: (H, W) of the layer's input map},
-    filled by each forward. Restores `record` and removes the hooks on exit."""
-    sizes: Dict[str, Tuple[int, int]] = {}
-    handles, previous = [], []
-    for name, m in layers:
-        previous.append(m.record)
-        m.record = True
-        handles.append(m.register_forward_pre_hook(
-            lambda mod, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:]))))
+def layer_inputs(model: nn.Module, names: Sequence[str]) -> Iterator[Dict[str, torch.Tensor]]:
+    """Capture the input of each DAttention of `model` named in `names` during the forward run inside.
+
+    Only a pre-hook is added: `record` stays off, so the forward runs the kernel and numerics it runs anywhere
+    else (predict, val), and its detections are the model's own. Yields {name: (B, C, H, W) detached copy of the
+    layer's last input}; removes the hooks on exit.
+    """
+    modules = dict(model.named_modules())
+    inputs: Dict[str, torch.Tensor] = {}
+    handles = [modules[name].register_forward_pre_hook(
+        lambda mod, args, name=name: inputs.__setitem__(name, args[0].detach().clone())) for name in names]
     try:
-        yield sizes
+        yield inputs
     finally:
-        for (_, m), was, handle in zip(layers, previous, handles):
-            m.record = was
+        for handle in handles:
             handle.remove()
 
 
+@torch.no_grad()
+def record_layers(model: nn.Module, inputs: Dict[str, torch.Tensor]) -> Dict[str, Tuple[Tuple[int, int], dict]]:
+    """Run each DAttention of `model` named in `inputs` once more, alone, on its captured input with `record` on.
+
+    The sampling positions are those of the captured forward (computed from the same input by the same code);
+    the weights are the softmax of the same q·kᵀ that the fused kernels apply without storing it. The module's
+    `record` and `recorded` are left as they were.
+
+    Returns: {name: ((H, W) of the layer's input map, recorded)}, `recorded` as `DAttention.forward` documents:
+    `pos`, `reference` (B, g, Hk, Wk, 2) and `attn` (B, heads, H·W, Hk·Wk).
+    """
+    modules = dict(model.named_modules())
+    out = {}
+    for name, x in inputs.items():
+        m = modules[name]
+        was, kept = m.record, m.recorded
+        m.record = True
+        try:
+            m(x)
+            out[name] = (tuple(int(s) for s in x.shape[-2:]), m.recorded)
+        finally:
+            m.record, m.recorded = was, kept
+    return out
+
+
 def layer_geometry(name: str, m: DAttention, map_hw: Tuple[int, int], box: Letterbox,
-                   query_xy: Optional[Sequence[float]]) -> dict:
+                   query_xy: Optional[Sequence[float]], recorded: Optional[dict] = None) -> dict:
     """One layer's recorded positions and weights, in image pixels (batch item 0).
+
+    `recorded` is the layer's record (from `record_layers`); default `m.recorded`.
 
     Returns a JSON-ready dict: `groups[g]` has `reference` and `sampling` [[x, y], ...] (Hk·Wk points,
     row-major) and `weight` (attention to each key, mean over the group's heads and all queries);
     `query` has the query pixel, its cell and `weight[g][k]` (mean over the group's heads).
     """
-    rec = m.recorded
+    rec = m.recorded if recorded is None else recorded
     # float64 from here on: pixel coordinates and weights are written to JSON rounded, not float32-noisy
     pos, ref = rec["pos"][0].double().cpu().numpy(), rec["reference"][0].double().cpu().numpy()  # (g, Hk, Wk, 2)
     attn = rec["attn"][0].double().cpu()  # (heads, H·W, Hk·Wk)
@@ -245,6 +274,9 @@ def analyse(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tupl
             iou_thres: float = 0.45) -> dict:
     """Run `model` on one BGR image; return detections and every chosen layer's geometry, in image pixels.
 
+    The detections come from the model's ordinary forward (`record` off: the kernel val and detect run); the
+    attention is recorded afterwards from the inputs that forward gave each layer (`layer_inputs`, `record_layers`).
+
     Args:
         model: a YOLOv5 detection/segmentation model in eval mode.
         img: (h, w, 3) BGR uint8; imgsz: square network input size.
@@ -259,8 +291,9 @@ def analyse(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tupl
     param = next(model.parameters())
     x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(param.device)
     x = x.to(param.dtype).div(255.0).unsqueeze(0)
-    with recording(layers) as sizes:
+    with layer_inputs(model, [name for name, _ in layers]) as inputs:
         out = model(x)
+    recorded = record_layers(model, inputs)
     pred = out[0] if isinstance(out, (list, tuple)) else out
     nm = int(getattr(model.model[-1], "nm", 0)) if hasattr(model, "model") else 0  # mask coefficients (seg)
     det = non_max_suppression(pred, conf_thres, iou_thres, nm=nm)[0][:, :6].float().cpu().numpy()
@@ -272,12 +305,13 @@ def analyse(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tupl
         label = names[int(cls)] if isinstance(names, (dict, list)) and int(cls) < len(names) else str(int(cls))
         detections.append({"xyxy": corners.reshape(-1).round(2).tolist(), "conf": round(float(conf), 4),
                            "cls": int(cls), "label": str(label)})
-    return _result(box, detections, layers, sizes, query_xy)
+    return _result(box, detections, layers, recorded, query_xy)
 
 
 def _result(box: Letterbox, detections: List[dict], layers: Sequence[Tuple[str, DAttention]],
-            sizes: Dict[str, Tuple[int, int]], query_xy: Optional[Sequence[float]]) -> dict:
-    """`analyse`'s dict; the query defaults to the centre of detections[0] (the most confident)."""
+            recorded: Dict[str, Tuple[Tuple[int, int], dict]], query_xy: Optional[Sequence[float]]) -> dict:
+    """`analyse`'s dict from `record_layers`' records; the query defaults to the centre of detections[0] (the most
+    confident)."""
     if query_xy is None and detections:
         x0, y0, x1, y1 = detections[0]["xyxy"]  # NMS sorts by confidence
         query_xy = ((x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5)
@@ -285,7 +319,8 @@ def _result(box: Letterbox, detections: List[dict], layers: Sequence[Tuple[str, 
         "image_hw": [int(box.h), int(box.w)],
         "letterbox": {"input_hw": [box.in_h, box.in_w], "scale_xy": [box.sx, box.sy], "pad_xy": [box.left, box.top]},
         "detections": detections,
-        "layers": [layer_geometry(name, m, sizes[name], box, query_xy) for name, m in layers],
+        "layers": [layer_geometry(name, m, recorded[name][0], box, query_xy, recorded[name][1])
+                   for name, m in layers],
     }
 
 
@@ -321,36 +356,56 @@ def ultralytics_letterbox(img: np.ndarray, imgsz: int, stride: int, scale_fill: 
     return padded, box
 
 
-def _predictor(model: nn.Module, conf_thres: float, iou_thres: float):
-    """ultralytics' predictor of `model`'s task, set up far enough for its `postprocess` (conf, iou, names)."""
+def ultralytics_predictor(model: nn.Module, conf_thres: float = 0.25, iou_thres: float = 0.45):
+    """ultralytics' predictor of `model`'s task, set up as `YOLO(...).predict` sets it up (its arguments: conf, iou,
+    `rect`, batch 1) with the model it runs: `setup_model` wraps a copy of `model` in `AutoBackend`, which fuses
+    Conv+BN and may switch the weights to channels-last. `model` itself is left as it is.
+
+    Build it once for many images (each build copies and fuses the model). Returns the predictor.
+    """
     from ultralytics.models.rtdetr.predict import RTDETRPredictor
     from ultralytics.models.yolo import detect, obb, pose, segment
     task = getattr(model, "task", None) or "detect"
     classes = {"detect": detect.DetectionPredictor, "segment": segment.SegmentationPredictor,
                "pose": pose.PosePredictor, "obb": obb.OBBPredictor}
     cls = RTDETRPredictor if _is_rtdetr(model) else classes.get(task, detect.DetectionPredictor)
+    device = next(model.parameters()).device
     predictor = cls(overrides={"conf": conf_thres, "iou": iou_thres, "task": task, "mode": "predict",
-                               "save": False, "verbose": False})
-    predictor.model = model
+                               "save": False, "verbose": False, "rect": True, "batch": 1,
+                               "device": "cpu" if device.type == "cpu" else str(device.index or 0)})
+    predictor.setup_model(model, verbose=False)
     return predictor
 
 
 @torch.no_grad()
 def analyse_ultralytics(model: nn.Module, img: np.ndarray, imgsz: int, layers: Sequence[Tuple[str, DAttention]],
                         query_xy: Optional[Sequence[float]] = None, conf_thres: float = 0.25,
-                        iou_thres: float = 0.45) -> dict:
-    """`analyse` for an ultralytics model: the input made as ultralytics' predict makes it
-    (`ultralytics_letterbox`), detections by the task's own predictor postprocess (NMS, or RT-DETR's and
-    YOLO26's end-to-end scores), sorted by confidence. Same arguments and returned dict as `analyse`.
+                        iou_thres: float = 0.45, predictor=None) -> dict:
+    """`analyse` for an ultralytics model, run as ultralytics' predict runs it: its input (`preprocess`, whose
+    geometry `ultralytics_letterbox` gives), its model (`ultralytics_predictor`: the fused copy predict runs, on
+    the same kernel) and its `postprocess` (NMS, or RT-DETR's and YOLO26's end-to-end scores). Detections are
+    sorted by confidence; the attention is recorded afterwards from the inputs that forward gave each layer.
+
+    Args: as `analyse`; predictor: from `ultralytics_predictor(model, conf_thres, iou_thres)` (built here when
+        None; pass one to analyse many images). Returns: `analyse`'s dict.
     """
-    stride = int(max(int(s) for s in model.stride)) if hasattr(model, "stride") else 32
-    padded, box = ultralytics_letterbox(img, imgsz, stride, scale_fill=_is_rtdetr(model))
-    param = next(model.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(param.device)
-    x = x.to(param.dtype).div(255.0).unsqueeze(0)
-    with recording(layers) as sizes:
-        out = model(x)
-    predictor = _predictor(model, conf_thres, iou_thres)
+    from ultralytics.utils.checks import check_imgsz
+
+    predictor = predictor or ultralytics_predictor(model, conf_thres, iou_thres)
+    runs = predictor.model.model  # the copy of `model` that predict runs (AutoBackend's backend model)
+    stride = int(predictor.model.stride)
+    _, box = ultralytics_letterbox(img, imgsz, stride, scale_fill=_is_rtdetr(model))
+    predictor.imgsz = check_imgsz(imgsz, stride=stride, min_dim=2)  # as predict's setup_source
+    x = predictor.preprocess([img])
+    if tuple(x.shape[-2:]) != (box.in_h, box.in_w):
+        raise RuntimeError(f"ultralytics' predict made a {tuple(x.shape[-2:])} input, the geometry says "
+                           f"{(box.in_h, box.in_w)}: this ultralytics letterboxes differently")
+    if not predictor.done_warmup:  # as predict's first batch: this also picks the NMS predict uses (torchvision's)
+        predictor.model.warmup(im=x)
+        predictor.done_warmup = True
+    with layer_inputs(runs, [name for name, _ in layers]) as inputs:
+        out = predictor.model(x)
+    recorded = record_layers(runs, inputs)
     predictor.batch = ([""],)  # the image paths postprocess names its results by
     (found,) = predictor.postprocess(out, x, [img])
     names = found.names or {}
@@ -363,4 +418,4 @@ def analyse_ultralytics(model: nn.Module, img: np.ndarray, imgsz: int, layers: S
             c = int(cls[i])
             detections.append({"xyxy": corners.reshape(-1).round(2).tolist(), "conf": round(float(conf[i]), 4),
                                "cls": c, "label": str(names.get(c, c) if isinstance(names, dict) else c)})
-    return _result(box, detections, layers, sizes, query_xy)
+    return _result(box, detections, layers, recorded, query_xy)
