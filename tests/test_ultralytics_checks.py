@@ -301,7 +301,7 @@ def test_changes_and_registry_for_the_ultralytics_host(capsys):
     out = subprocess.run([sys.executable, "-m", "yolov5_dattn", "changes", "--host", "ultralytics"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     groups = [line for line in out.splitlines() if not line.startswith(" ")]
-    assert groups == ["registry", "offline", "flops", "safe loading", "transfer report", "fmap checks"]
+    assert groups == ["registry", "flops", "transfer report", "ddp workers", "offline", "safe loading", "fmap checks"]
     assert "  ultralytics.nn.tasks.C3k2_DAttention: a DAttention block" in out
     assert f"  ultralytics.engine.model.Model.train: {fmap_checks.WHY}" in out
     assert changes_main(["--host", "ultralytics", "--steps"]) == 0
