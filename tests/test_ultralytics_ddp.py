@@ -24,7 +24,7 @@ NETGUARD = TESTS / "netguard"
 def _env(tmp_path: Path, **extra) -> dict:
     """A subprocess environment: tests/ importable (the trainer pickles by reference), network blocked and logged,
     ultralytics' config folder (where its DDP files go) in tmp_path, offline as our commands set it."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(NETGUARD)]),
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(NETGUARD), os.environ.get("PYTHONPATH", "")]),
             "NETGUARD_LOG": str(tmp_path / "net.log"), "YOLO_CONFIG_DIR": str(tmp_path / "config"),
             "YOLO_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
 
