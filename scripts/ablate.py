@@ -3,7 +3,7 @@
 one accuracy/cost table (`yolov5-dattn ablate`; the logic is in `yolov5_dattn/cli/ablate.py`).
 
     python scripts/ablate.py --data configs/demo_shapes.yaml --cfg configs/yolov5n_c3_dattn_ls.yaml \
-        --epochs 12 --imgsz 160 --seeds 0 1 --hyp configs/hyp.demo.yaml --optimizer AdamW
+        --epochs 12 --imgsz 160 --seeds 0 1 2 --hyp configs/hyp.demo.yaml --optimizer AdamW
 """
 import sys
 from pathlib import Path

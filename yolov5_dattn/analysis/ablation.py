@@ -16,6 +16,9 @@ Layout of an ablation folder:
     logs/<key>.log       the run's output
     status/<key>.json    {"status": "done" | "failed" | "skipped", "seconds", "returncode", "error", "metrics"}
     results.md / results.json / results.png   the table (rewritten after every run)
+
+The table pairs each model with its stock baseline seed by seed (same seed, same data order) and says whether
+the difference is beyond seed noise: the rule is in `significance.py`.
 """
 import csv
 import json
@@ -30,6 +33,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from yolov5_dattn.errors import UserError
+
+from .significance import STRONG_SEEDS, paired_difference, verdict_line
+
+__all__ = ("RunSpec", "run_label", "make_plan", "plan_runs", "write_json", "read_json", "ablation_folders",
+           "is_complete", "comparable", "choose_folder", "next_free", "package_path", "train_command",
+           "read_metrics", "last_error", "nms_time_limit_hits", "execute_run", "measure_cost", "summarise",
+           "paired_rows", "format_markdown", "plot_summary", "write_results", "weak_seeds_warning")
 
 PLAN_VERSION = 1
 TRAIN_COMMAND = {"train": ["train"], "segment-train": ["segment", "train"]}
@@ -363,8 +373,79 @@ def summarise(plan: dict, statuses: Dict[str, Optional[dict]], cost: Dict[str, d
             "params": c.get("params"), "gflops": c.get("gflops"), "latency_ms": c.get("latency_ms"),
         })
         out.append(row)
+    paired_rows(plan, out)
     return {"task": plan["task"], "data": plan["data"], "imgsz": plan["imgsz"], "epochs": plan["epochs"],
             "seeds": plan["seeds"], "train_args": plan["train_args"], "rows": out}
+
+
+PAIRED_METRICS = {"map50": "mAP50", "map": "mAP50-95"}
+
+
+def _final_by_seed(row: dict, name: str) -> Dict[int, Optional[float]]:
+    return {r["seed"]: ((r.get("metrics") or {}).get("final") or {}).get(name) if r["status"] == "done" else None
+            for r in row["runs"]}
+
+
+def paired_rows(plan: dict, rows: List[dict]) -> None:
+    """Add to each model row `paired`: its paired comparison with its stock baseline row, per metric
+    (`significance.paired_difference`: per-seed differences, mean, sample std, t-test verdict) and the
+    one-line verdict; baseline rows get None."""
+    base_of = dict(zip(plan["cfgs"], plan["baselines"]))
+    by_label = {row["label"]: row for row in rows}
+    for row in rows:
+        row["paired"] = None
+        if row["role"] != "model" or row["cfg"] not in base_of:
+            continue
+        base = by_label.get(run_label(Path(base_of[row["cfg"]]), "scratch"))
+        if base is None or base["role"] != "baseline":
+            continue
+        metrics = {k: paired_difference(_final_by_seed(row, k), _final_by_seed(base, k)) for k in PAIRED_METRICS}
+        row["paired"] = {"baseline": base["label"], **metrics,
+                         "verdict": verdict_line(row["label"], base["label"], metrics, PAIRED_METRICS)}
+
+
+def weak_seeds_warning(seeds: Sequence[int]) -> Optional[str]:
+    """The warning line for an ablation with fewer than STRONG_SEEDS seeds (None from STRONG_SEEDS on)."""
+    if len(seeds) >= STRONG_SEEDS:
+        return None
+    return (f"warning: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({' '.join(map(str, seeds))}): the "
+            f"better/worse verdicts are weak (a single run swings by more than most differences between models): "
+            f"use --seeds with {STRONG_SEEDS} or more seeds, e.g. --seeds {' '.join(map(str, range(STRONG_SEEDS)))}")
+
+
+def _fmt_per_seed(p: dict) -> str:
+    return ", ".join(f"s{s} {d:+.3f}" for s, d in zip(p["seeds"], p["diffs"])) or "n/a"
+
+
+def _fmt_paired(p: dict) -> str:
+    if p["mean"] is None:
+        return "n/a"
+    return f"{p['mean']:+.3f}" if p["std"] is None else f"{p['mean']:+.3f} ± {p['std']:.3f}"
+
+
+def _paired_markdown(summary: dict) -> List[str]:
+    """The paired-difference table and the verdict lines (empty without a model row)."""
+    rows = [row for row in summary["rows"] if row.get("paired")]
+    if not rows:
+        return []
+    seg = "mask " if summary["task"] == "segment-train" else ""
+    lines = ["", f"Paired difference against stock (model − stock, same seed and data order; mean ± sample standard "
+                 f"deviation over the seeds where both runs finished):", "",
+             f"| model | vs | seeds paired | Δ {seg}mAP50 per seed | Δ {seg}mAP50 | Δ {seg}mAP50-95 per seed | "
+             f"Δ {seg}mAP50-95 |", "|---|---|---:|---|---:|---|---:|"]
+    for row in rows:
+        p = row["paired"]
+        lines.append(f"| {row['label']} | {p['baseline']} | {p['map50']['n']}/{row['seeds_planned']} | "
+                     f"{_fmt_per_seed(p['map50'])} | {_fmt_paired(p['map50'])} | {_fmt_per_seed(p['map'])} | "
+                     f"{_fmt_paired(p['map'])} |")
+    lines += ["", f"Verdict: two-sided paired t-test at 95 % over the seeds (\"better\"/\"worse\": 0 lies outside the "
+                  f"95 % confidence interval of the mean difference; \"within noise\": the difference cannot be told "
+                  f"apart from seed-to-seed noise; weak: fewer than {STRONG_SEEDS} paired seeds):", ""]
+    lines += [f"- {row['paired']['verdict']}" for row in rows]
+    if any(row["start"] == "transfer" for row in rows):
+        lines += ["", "Rows `<- stock` are compared with the stock run they started from: their difference includes "
+                      "the extra epochs they trained."]
+    return lines
 
 
 def _fmt_stat(s: Optional[dict], digits: int = 3) -> str:
@@ -399,6 +480,7 @@ def format_markdown(summary: dict, header: str = "") -> str:
     lines += ["", "mean ± sample standard deviation over the seeds that finished; mAP at the final epoch; "
                   "GFLOPs: full count at the run's imgsz (attention matmuls included); latency: median CPU "
                   "forward, batch 1."]
+    lines += _paired_markdown(summary)
     cut = [(row["label"], r) for row in summary["rows"] for r in row["runs"] if r.get("nms_time_limit")]
     if cut:
         lines += ["", "Validations cut short by YOLOv5's NMS time limit (their mAP is too low and depends on the "

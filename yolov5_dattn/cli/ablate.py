@@ -3,7 +3,7 @@ same scale and task, with identical hyperparameters, seed, data order and flags;
 against cost (params, full GFLOPs, latency, train time), mean and spread over the seeds.
 
     yolov5-dattn ablate --data demo_shapes.yaml --cfg yolov5n_c3_dattn.yaml yolov5n_c3_dattn_ls.yaml \\
-        --epochs 12 --imgsz 160 --seeds 0 1 --transfer --hyp hyp.demo.yaml --optimizer AdamW --batch-size 16
+        --epochs 12 --imgsz 160 --seeds 0 1 2 --transfer --hyp hyp.demo.yaml --optimizer AdamW --batch-size 16
     python scripts/ablate.py ...                    # the same, from a checkout
     yolov5-dattn ablate --resume                    # continue the latest unfinished ablation
 
@@ -11,6 +11,10 @@ Every other flag goes to each training unchanged (YOLOv5's train.py flags: --hyp
 --device, --workers, ...). Each run is `yolov5-dattn train` in its own Python; the output lands in
 runs/ablate/exp… (results.md, results.json, results.png; runs/, logs/). Re-running the same command
 continues an unfinished ablation run by run; a run that fails is reported in the table.
+
+The table pairs every model with stock seed by seed (the differences, their mean and sample std) and gives one
+verdict line per model: "better", "worse" or "within noise" by a two-sided paired t-test at 95 % over the
+seeds. Fewer than 3 seeds make the verdict weak (a warning says so): use --seeds 0 1 2 or more.
 """
 import argparse
 import contextlib
@@ -37,7 +41,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "e.g. yolov5n.yaml, segment/yolov5n-seg.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs of every run")
     p.add_argument("--imgsz", type=int, default=None, help="train/val image size of every run (multiple of 32)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; every config is trained once per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds; every config is trained once per seed (3 or more for a verdict that is not weak)")
     p.add_argument("--weights", default=None,
                    help="a checkpoint every run starts from (YOLOv5's --weights transfer); default: from scratch")
     p.add_argument("--transfer", action="store_true",
@@ -195,6 +200,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
+    warning = ablation.weak_seeds_warning(plan["seeds"])
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     runs = ablation.plan_runs(plan)
     folder.mkdir(parents=True, exist_ok=True)
     if not continuing:
