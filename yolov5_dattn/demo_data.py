@@ -6,6 +6,8 @@ family (reds, greens, blues; hue, saturation and brightness vary) on a greyish b
 shape to go by, yolov5n learns the classes too slowly for a demo of a few CPU minutes; with shape and colour
 it learns them in that time. A short video of moving shapes exercises letterboxed video inference. Everything depends only on `seed` (each image has its own
 random stream, so changing `n_train` does not change the val split).
+That is the default preset, "shapes"; the "dense" preset (many small shapes on cluttered, textured
+backgrounds, for ablations where attention has something to do) is in `demo_dense.py`.
 
 Layout under `root`:
     det/images/{train,val}/*.png   det/labels/{train,val}/*.txt   (class cx cy w h, normalised)
@@ -18,13 +20,17 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Callable, Dict, List, Tuple, Union
 
 import cv2
 import numpy as np
 import yaml
 
+__all__ = ("CLASSES", "PRESETS", "shape_polygon", "class_colour", "place_shapes", "draw_shapes", "render_image",
+           "box_label", "polygon_label", "make_demo_data")
+
 CLASSES = ("circle", "square", "triangle")
+PRESETS = ("shapes", "dense")  # make_demo_data's presets; "shapes" is the default
 CIRCLE_VERTICES = 32  # a multiple of 4, so the polygon touches the circle's bounding box exactly
 SPLITS = {"train": 0, "val": 1}
 CLASS_HUES = (0, 60, 120)  # OpenCV hue (0-179) at the centre of each class's colour family
@@ -75,15 +81,20 @@ def class_colour(rng: np.random.Generator, cls: int) -> Tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def _place_shapes(rng: np.random.Generator, h: int, w: int, n: int) -> List[Tuple[int, Polygon]]:
-    """Up to n shapes with disjoint (padded) bounding boxes, each fully inside the image."""
+def place_shapes(rng: np.random.Generator, h: int, w: int, n: int, radius: Tuple[float, float] = RADIUS,
+                 min_radius_px: float = 0.0) -> List[Tuple[int, Polygon]]:
+    """Up to n shapes with disjoint (padded) bounding boxes, each fully inside the image.
+
+    Args: radius: circumradius range as a fraction of the short side (at least `min_radius_px` pixels).
+    Returns: [(class, polygon (k, 2) pixel x, y), ...].
+    """
     placed, boxes = [], []
     short = min(h, w)
     for _ in range(n * 20):
         if len(placed) == n:
             break
         cls = int(rng.integers(len(CLASSES)))
-        r = rng.uniform(*RADIUS) * short
+        r = max(rng.uniform(*radius) * short, min_radius_px)
         cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
         poly = shape_polygon(cls, cx, cy, r, rng.uniform(0, 2 * math.pi))
         x0, y0 = poly.min(0) - 2
@@ -95,7 +106,7 @@ def _place_shapes(rng: np.random.Generator, h: int, w: int, n: int) -> List[Tupl
     return placed
 
 
-def _draw(img: np.ndarray, rng: np.random.Generator, shapes: List[Tuple[int, Polygon]]) -> None:
+def draw_shapes(img: np.ndarray, rng: np.random.Generator, shapes: List[Tuple[int, Polygon]]) -> None:
     """Fill each polygon in place, with sub-pixel precision so masks match the labels."""
     shift = 4
     for cls, poly in shapes:
@@ -112,8 +123,8 @@ def render_image(seed: int, split: str, index: int, h: int, w: int,
     """
     rng = np.random.default_rng([seed, SPLITS[split], index])
     img = _background(rng, h, w)
-    shapes = _place_shapes(rng, h, w, int(rng.integers(1, max_objects + 1)))
-    _draw(img, rng, shapes)
+    shapes = place_shapes(rng, h, w, int(rng.integers(1, max_objects + 1)))
+    draw_shapes(img, rng, shapes)
     return img, shapes
 
 
@@ -133,7 +144,7 @@ def _write_video(path: Path, seed: int, h: int, w: int, frames: int, fps: int) -
     """Shapes gliding across a fixed background; every frame is written (mp4v)."""
     rng = np.random.default_rng([seed, 2, 0])
     background = _background(rng, h, w)
-    shapes = _place_shapes(rng, h, w, 3)
+    shapes = place_shapes(rng, h, w, 3)
     colours = [class_colour(rng, cls) for cls, _ in shapes]
     velocity = rng.uniform(-1, 1, (len(shapes), 2)) * min(h, w) / frames
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
@@ -153,12 +164,23 @@ def _write_video(path: Path, seed: int, h: int, w: int, frames: int, fps: int) -
         writer.release()
 
 
-def _write_split(root: Path, split: str, n: int, seed: int, imgsz: int) -> None:
+def _renderer(preset: str) -> Callable[[int, str, int, int, int], Tuple[np.ndarray, List[Tuple[int, Polygon]]]]:
+    """render(seed, split, index, h, w) of a preset."""
+    if preset == "shapes":
+        return render_image
+    if preset == "dense":
+        from .demo_dense import render_dense_image  # it builds on this module's shapes and colours
+        return render_dense_image
+    raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+
+
+def _write_split(root: Path, split: str, n: int, seed: int, imgsz: int, preset: str = "shapes") -> None:
     for kind in ("det", "seg"):
         for sub in ("images", "labels"):
             (root / kind / sub / split).mkdir(parents=True, exist_ok=True)
+    render = _renderer(preset)
     for i in range(n):
-        img, shapes = render_image(seed, split, i, imgsz, imgsz)
+        img, shapes = render(seed, split, i, imgsz, imgsz)
         name = f"{split}_{i:05d}"
         ok, png = cv2.imencode(".png", img)
         if not ok:  # pragma: no cover - OpenCV always encodes a uint8 image
@@ -169,14 +191,16 @@ def _write_split(root: Path, split: str, n: int, seed: int, imgsz: int) -> None:
             (root / kind / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
 
 
-def _data_yaml(path: Path, dataset: Path) -> None:
+def _data_yaml(path: Path, dataset: Path, preset: str = "shapes") -> None:
     data = {"path": str(dataset), "train": "images/train", "val": "images/val",
             "names": dict(enumerate(CLASSES))}
-    path.write_text("# written by yolov5_dattn.demo_data (synthetic shapes)\n" + yaml.safe_dump(data, sort_keys=False))
+    what = "synthetic shapes" if preset == "shapes" else f"synthetic shapes, preset {preset}"
+    path.write_text(f"# written by yolov5_dattn.demo_data ({what})\n" + yaml.safe_dump(data, sort_keys=False))
 
 
 def make_demo_data(root: Union[str, Path], n_train: int = 256, n_val: int = 64, imgsz: int = 128, seed: int = 0,
-                   video: bool = True, video_frames: int = 30, fps: int = 10) -> Dict[str, Path]:
+                   video: bool = True, video_frames: int = 30, fps: int = 10,
+                   preset: str = "shapes") -> Dict[str, Path]:
     """Write the synthetic detection + segmentation dataset, its data YAMLs and a video under `root`.
 
     Args:
@@ -186,6 +210,8 @@ def make_demo_data(root: Union[str, Path], n_train: int = 256, n_val: int = 64, 
         seed: everything written depends only on the arguments.
         video: also write `video/shapes.mp4`, imgsz high and 1.5·imgsz wide (so it is letterboxed).
         video_frames, fps: video length.
+        preset: "shapes" (1-4 large shapes on a smooth gradient) or "dense" (18-32 small shapes on cluttered,
+            textured backgrounds: `demo_dense`); the video is the same in both.
     Returns:
         {"root", "det_yaml", "seg_yaml", "val_images", "train_images", "seg_val_images", "video"
         (None when video=False), "names"} — paths absolute.
@@ -194,18 +220,19 @@ def make_demo_data(root: Union[str, Path], n_train: int = 256, n_val: int = 64, 
         raise ValueError(f"n_train and n_val must be >= 1, got {n_train}, {n_val}")
     if imgsz < 32:
         raise ValueError(f"imgsz must be >= 32, got {imgsz}")
+    _renderer(preset)  # refuse an unknown preset before anything is written
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # build in a sibling temp folder and swap in, so an interrupted run never leaves a half dataset
     tmp = Path(tempfile.mkdtemp(prefix=".demo_data-", dir=root))
     try:
         for split, n in (("train", n_train), ("val", n_val)):
-            _write_split(tmp, split, n, seed, imgsz)
+            _write_split(tmp, split, n, seed, imgsz, preset)
         if video:
             (tmp / "video").mkdir()
             _write_video(tmp / "video" / "shapes.mp4", seed, imgsz, imgsz * 3 // 2, video_frames, fps)
         settings = dict(n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed, video=video,
-                        video_frames=video_frames, fps=fps, classes=list(CLASSES))
+                        video_frames=video_frames, fps=fps, classes=list(CLASSES), preset=preset)
         (tmp / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
         for name in ("det", "seg", "video", "settings.json"):
             target = root / name
@@ -217,8 +244,8 @@ def make_demo_data(root: Union[str, Path], n_train: int = 256, n_val: int = 64, 
                 (tmp / name).rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _data_yaml(root / "shapes_det.yaml", root / "det")
-    _data_yaml(root / "shapes_seg.yaml", root / "seg")
+    _data_yaml(root / "shapes_det.yaml", root / "det", preset)
+    _data_yaml(root / "shapes_seg.yaml", root / "seg", preset)
     return {"root": root, "det_yaml": root / "shapes_det.yaml", "seg_yaml": root / "shapes_seg.yaml",
             "train_images": root / "det" / "images" / "train", "val_images": root / "det" / "images" / "val",
             "seg_val_images": root / "seg" / "images" / "val",
