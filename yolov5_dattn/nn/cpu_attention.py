@@ -9,11 +9,13 @@ every width in `HEAD_DIMS`. `scripts/benchmark_attention.py --configs` times it 
 
 How it is built: on first use, with the system C++ compiler (`$CXX`, else `c++`/`g++`), `-O3 -march=native
 -fopenmp` (without `-fopenmp` where the compiler has no OpenMP), into `$YOLOV5_DATTN_CACHE` (default
-`~/.cache/yolov5_dattn`), keyed by the source, the compiler and the CPU; it takes a few seconds once. It is
-written to a temp name and renamed, its size and SHA-256 in a sidecar `.sha256` file, and loaded only when it
-matches: a truncated, foreign or garbage file there is rebuilt over (one warning), never loaded. It needs no
-PyTorch headers: plain C entry points called through ctypes, which releases the GIL. The (batch, head) pairs
-are spread over `torch.get_num_threads()` threads: OpenMP's, which with libgomp are PyTorch's own pool (see
+`~/.cache/yolov5_dattn`, created 0700), keyed by the source, the compiler and the CPU; it takes a few seconds
+once, and processes starting together build it once (a file lock). `kernel_cache` keeps it: a folder that
+another user owns or that group or others can write is not used (one warning; the kernel is built in a private
+temp folder instead), the size and SHA-256 recorded by the build must match (a truncated, foreign or garbage file
+is rebuilt over with one warning, never loaded), and the bytes checked are the bytes loaded (same descriptor).
+It needs no PyTorch headers: plain C entry points called through ctypes, which releases the GIL. The (batch,
+head) pairs are spread over `torch.get_num_threads()` threads: OpenMP's, which with libgomp are PyTorch's own pool (see
 `_run`), else Python threads.
 Without a compiler, or with `YOLOV5_DATTN_CPU_KERNEL=0`, `supports` is False and DAttention uses
 `scaled_dot_product_attention`: same results within fp32 rounding.
@@ -27,7 +29,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -37,6 +38,10 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
+
+from . import kernel_cache
+
+__all__ = ("FLAGS", "HEAD_DIMS", "OPENMP", "attention", "build", "cache_dir", "cache_problem", "library", "supports")
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "attention_cpu.cpp"
@@ -71,98 +76,91 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "yolov5_dattn"
 
 
-def _build_record(path: Path) -> Path:
-    """The sidecar beside a cached kernel: its size and SHA-256, written when it was built."""
-    return path.with_name(path.name + ".sha256")
-
-
-def _fingerprint(path: Path) -> str:
-    data = path.read_bytes()
-    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+def _cached_name(cxx: str) -> str:
+    """The cached kernel's file name: keyed by the source, the compiler, the flags and the CPU."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS + OPENMP).encode()
+                         + _cpu_signature().encode()).hexdigest()[:16]
+    return f"attention_cpu-{key}.so"
 
 
 def cache_problem(path: Path) -> Optional[str]:
-    """Why the cached kernel at `path` must not be loaded (None: it is the file we built).
+    """Why the cached kernel at `path` must not be loaded (None: it matches the record its build wrote).
 
     Loading is what must not happen to a bad file: a truncated shared library crashes the process with SIGBUS
     when its missing pages are touched, and another library there lacks our symbols. The size and checksum
-    recorded at build time catch truncation, garbage, an empty file and a foreign library alike.
+    recorded at build time catch truncation, garbage, an empty file and a foreign library alike. (Who may write
+    there is `kernel_cache`'s check of the folder: a record proves a file complete, not who made it.)
     """
-    record = _build_record(path)
     try:
-        expected = record.read_text().strip()
+        expected = path.with_name(kernel_cache.record_name(path.name)).read_text().strip()
     except (OSError, UnicodeDecodeError):
-        return f"has no build record ({record.name})"
+        return f"has no build record ({kernel_cache.record_name(path.name)})"
     try:
-        actual = _fingerprint(path)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as e:
         return f"cannot be read ({e.strerror})"
+    try:
+        actual = kernel_cache.fingerprint_of(fd)
+    finally:
+        os.close(fd)
     if actual != expected:
         return f"does not match its build record (size and SHA-256: {actual.split()[0]} bytes, expected " \
                f"{expected.split()[0]})"
     return None
 
 
-def _replace_atomically(write, target: Path) -> None:
-    """Call `write(partial_path)` for a temp file beside `target`, then rename it to `target`: processes starting
-    together (DDP) never see a half-written file."""
-    fd, partial = tempfile.mkstemp(suffix=".part", prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(partial)
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+def _compile(cxx: str, output: Path) -> None:
+    """Compile the kernel to `output`, with OpenMP where the compiler has it; RuntimeError with its last line."""
+    proc = subprocess.run([cxx, *FLAGS, *OPENMP, str(SOURCE), "-o", str(output)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(output)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RuntimeError(f"{Path(cxx).name} failed: {last}")
+
+
+def _open_kernel() -> kernel_cache.Cached:
+    """The kernel from the cache, compiled first where it has no good build; see `kernel_cache.open_or_build`."""
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+    cached = kernel_cache.open_or_build(cache_dir(), _cached_name(cxx), lambda out: _compile(cxx, out),
+                                        what="CPU attention kernel")
+    if cached.rebuilt:
+        LOGGER.warning(f"yolov5-dattn: the cached CPU attention kernel {cached.path} {cached.rebuilt}; rebuilt it")
+    return cached
 
 
 def build() -> Path:
     """Compile the kernel unless this source/compiler/CPU has a good cached build; returns the library's path.
 
     A cached file that fails `cache_problem` (truncated, garbage, empty, another library) is rebuilt over, with
-    one warning. Raises RuntimeError (with the compiler's last line) when there is no compiler or it fails.
+    one warning; a cache folder that others could write is not used (one warning: see `kernel_cache`). Raises
+    RuntimeError (with the compiler's last line) when there is no compiler or it fails.
     """
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS + OPENMP).encode()
-                         + _cpu_signature().encode()).hexdigest()[:16]
-    target = cache_dir() / f"attention_cpu-{key}.so"
-    problem = cache_problem(target) if target.exists() else None
-    if target.exists() and problem is None:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-    def compile_to(partial: str) -> None:
-        proc = subprocess.run([cxx, *FLAGS, *OPENMP, str(SOURCE), "-o", partial], capture_output=True, text=True)
-        if proc.returncode != 0:
-            proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            bad = f"the cached {target} {problem} and rebuilding it failed: " if problem else ""
-            raise RuntimeError(f"{bad}{Path(cxx).name} failed: {last}")
-        # the record first: a reader that sees the new library beside the old record rebuilds, never loads it
-        fingerprint = _fingerprint(Path(partial))
-        def write_record(path: str) -> None:
-            Path(path).write_text(fingerprint + "\n")
-            os.chmod(path, 0o644)  # mkstemp's 0600 would hide it from other users sharing the cache
-
-        _replace_atomically(write_record, _build_record(target))
-
-    _replace_atomically(compile_to, target)
-    if problem:
-        LOGGER.warning(f"yolov5-dattn: the cached CPU attention kernel {target} {problem}; rebuilt it")
-    return target
+    cached = _open_kernel()
+    os.close(cached.fd)
+    return cached.path
 
 
 @lru_cache(maxsize=None)
 def library() -> Optional[ctypes.CDLL]:
-    """The loaded kernel, built on first call; None (logged once) where it is switched off or cannot be built."""
+    """The loaded kernel, built on first call; None (logged once) where it is switched off or cannot be built.
+
+    It is loaded from the descriptor its bytes were checked on, never reopened by name (see `kernel_cache`).
+    That descriptor stays open as long as the process (ctypes never unloads a library): dlopen hands back an
+    already-loaded library whose name matches, so the name `/proc/self/fd/N` must never come to mean another file.
+    """
     if os.environ.get("YOLOV5_DATTN_CPU_KERNEL", "1") == "0":
         return None
     try:
-        lib = ctypes.CDLL(str(build()))
+        cached = _open_kernel()
+        try:
+            lib = ctypes.CDLL(kernel_cache.fd_path(cached.fd))
+        except OSError:
+            os.close(cached.fd)
+            raise
         forward, backward, openmp = lib.attention_forward, lib.attention_backward, lib.attention_openmp
     except (OSError, RuntimeError, AttributeError) as e:  # AttributeError: a library without our entry points
         LOGGER.warning(f"yolov5-dattn: CPU attention kernel unavailable ({e}); using PyTorch's "
