@@ -151,6 +151,68 @@ def test_backward_reads_a_strided_grad_out_in_place(layout):
         torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
 
 
+def valid_call(B=2, M=5, N=7, C=32, heads=2):
+    """Arguments of a good `attention_cpu` call and of its backward, as a dict by argument name."""
+    q, k, v = torch.randn(B, M, C), torch.randn(B, N, C), torch.randn(B, N, C)
+    return {"q": q, "k": k, "v": v, "heads": heads, "grad_out": torch.randn(B, M, C), "out": torch.randn(B, M, C),
+            "lse": torch.randn(B, heads, M)}
+
+
+BAD_CALLS = {  # what is wrong -> (the argument the error must name, the change)
+    "k of another batch": ("k", lambda a: a.update(k=torch.randn(3, 7, 32))),
+    "v of another batch": ("v", lambda a: a.update(v=torch.randn(1, 7, 32))),
+    "v with other channels": ("v", lambda a: a.update(v=torch.randn(2, 7, 16))),
+    "v with more tokens than k": ("v", lambda a: a.update(v=torch.randn(2, 9, 32))),
+    "k without tokens": ("k", lambda a: a.update(k=torch.randn(2, 0, 32), v=torch.randn(2, 0, 32))),
+    "q in float64": ("q", lambda a: a.update(q=a["q"].double())),
+    "k in float16": ("k", lambda a: a.update(k=a["k"].half())),
+    "q 2-d": ("q", lambda a: a.update(q=a["q"][0])),
+    "q with strided channels": ("q", lambda a: a.update(q=torch.randn(2, 5, 64)[..., ::2])),
+    "v channels-first": ("v", lambda a: a.update(v=torch.randn(2, 32, 7).transpose(1, 2))),
+    "heads not dividing the channels": ("heads", lambda a: a.update(heads=3)),
+    "heads of an uncompiled width": ("heads", lambda a: a.update(heads=16)),  # 2 channels per head
+    "no heads": ("heads", lambda a: a.update(heads=0)),
+    "grad_out of another shape": ("grad_out", lambda a: a.update(grad_out=torch.randn(2, 4, 32))),
+    "lse of another shape": ("lse", lambda a: a.update(lse=torch.randn(2, 5, 2))),
+    "out not contiguous": ("out", lambda a: a.update(out=torch.randn(2, 32, 5).transpose(1, 2))),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", BAD_CALLS)
+def test_the_operators_refuse_arguments_the_kernel_cannot_take(case):
+    """A direct call of the public op with mismatched tensors raises a RuntimeError naming the argument, before
+    any pointer reaches the kernel (which would read outside the tensors)."""
+    name, change = BAD_CALLS[case]
+    args = valid_call()
+    change(args)
+    forward = lambda: torch.ops.yolov5_dattn.attention_cpu(args["q"], args["k"], args["v"], args["heads"])
+    backward = lambda: torch.ops.yolov5_dattn.attention_cpu_backward(
+        args["grad_out"], args["q"], args["k"], args["v"], args["out"], args["lse"], args["heads"])
+    calls = [("attention_cpu_backward", backward)]
+    if name not in ("grad_out", "out", "lse"):
+        calls.append(("attention_cpu", forward))
+    for op, call in calls:
+        with pytest.raises(RuntimeError) as error:
+            call()
+        assert str(error.value).startswith(f"yolov5_dattn.{op}: {name}"), str(error.value)
+
+
+@needs_kernel
+def test_the_operators_take_the_arguments_they_document():
+    """The control for the refusals above: the valid call runs, with strided rows of q, k and v (the halves of one
+    projection) and grad_out in any layout."""
+    args = valid_call()
+    kv = torch.randn(2, 7, 64)
+    k, v = kv[..., :32], kv[..., 32:]
+    out, lse = torch.ops.yolov5_dattn.attention_cpu(args["q"], k, v, 2)
+    assert out.shape == (2, 5, 32) and lse.shape == (2, 2, 5)
+    torch.testing.assert_close(out, softmax_attention64(args["q"], k, v, 2).float(), atol=1e-5, rtol=0)
+    grad_out = torch.randn(2, 32, 5).transpose(1, 2)
+    grads = torch.ops.yolov5_dattn.attention_cpu_backward(grad_out, args["q"], k, v, out, lse, 2)
+    assert [tuple(g.shape) for g in grads] == [(2, 5, 32), (2, 7, 32), (2, 7, 32)]
+
+
 @needs_kernel
 def test_flop_counter_counts_the_kernel_like_sdpa():
     q = torch.randn(2, 50, 32, requires_grad=True)

@@ -227,6 +227,47 @@ _LIBRARY.define("attention_cpu_backward(Tensor grad_out, Tensor q, Tensor k, Ten
                 "int heads) -> (Tensor, Tensor, Tensor)")
 
 
+def _check_arguments(op: str, heads: int, q: Tensor, k: Tensor, v: Tensor, **more: Tensor) -> None:
+    """Raise RuntimeError, naming the argument, for any call the kernel cannot take: it gets raw pointers and
+    reads q (B, M, C), k and v (B, N, C) through their row and batch strides with channels adjacent, so any other
+    shape, dtype, device or channel stride would read outside the tensors. `more` are the backward's: grad_out
+    (B, M, C, any strides), out (B, M, C) and lse (B, heads, M), both contiguous.
+    """
+    def fail(why: str) -> None:
+        raise RuntimeError(f"yolov5_dattn.{op}: {why}")
+
+    tensors = {"q": q, "k": k, "v": v, **more}
+    for name, t in tensors.items():
+        if t.device.type != "cpu" or t.dtype != torch.float32 or t.layout != torch.strided:
+            fail(f"{name} must be a dense float32 CPU tensor, got {t.dtype} on {t.device} ({t.layout})")
+    for name in ("q", "k", "v", "out", "grad_out"):
+        t = tensors.get(name)
+        if t is not None and t.dim() != 3:
+            fail(f"{name} must be 3-d tokens (B, L, C), got shape {tuple(t.shape)}")
+    B, M, C = q.shape
+    if not isinstance(heads, int) or heads <= 0 or C % heads:
+        fail(f"heads={heads} must be a positive divisor of q's {C} channels")
+    if C // heads not in HEAD_DIMS:
+        fail(f"heads={heads} gives {C // heads} channels per head (q has {C}), not one of HEAD_DIMS {HEAD_DIMS}")
+    N = k.shape[1]
+    if N == 0:
+        fail("k and v must hold at least one token (N > 0)")
+    expected = {"k": (B, N, C), "v": (B, N, C), "grad_out": (B, M, C), "out": (B, M, C), "lse": (B, heads, M)}
+    for name, t in tensors.items():
+        if name in expected and tuple(t.shape) != expected[name]:
+            fail(f"{name} has shape {tuple(t.shape)}, expected {expected[name]} (q is {(B, M, C)}, "
+                 f"k is (B, N, C) with N = {N}, heads={heads})")
+    for name in ("q", "k", "v"):
+        if tensors[name].stride(2) != 1 and tensors[name].numel() > 0:
+            fail(f"{name}'s channels must be adjacent (stride 1), got strides {tensors[name].stride()}")
+    for name in ("out", "lse"):
+        if name in tensors and not tensors[name].is_contiguous():
+            fail(f"{name} must be contiguous, got strides {tensors[name].stride()}")
+    if library() is None:
+        fail("the compiled kernel is not available here (see the warning logged); use "
+             "torch.nn.functional.scaled_dot_product_attention")
+
+
 def _attention_cpu(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tuple[Tensor, Tensor]:
     """softmax(q kᵀ / √d) v per head, on the token layout.
 
@@ -234,7 +275,9 @@ def _attention_cpu(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tuple[Tensor,
         q: (B, M, C); k, v: (B, N, C) fp32, channels contiguous (rows may be strided); heads: C = heads · d.
     Returns:
         out (B, M, C) contiguous, and the base-2 log-sum-exp of each query's scores (B, heads, M) for backward.
+    Raises RuntimeError naming the argument for any other call (see `_check_arguments`).
     """
+    _check_arguments("attention_cpu", heads, q, k, v)
     B, M, C = q.shape
     out, lse = q.new_empty(B, M, C), q.new_empty(B, heads, M)
     d = C // heads
@@ -248,8 +291,9 @@ def _attention_cpu_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o
     """Gradients of `attention_cpu` for q (B, M, C), k and v (B, N, C), all contiguous.
 
     grad_out (B, M, C) may have any strides: DAttention's arrives as the transpose of an NCHW map, and the kernel
-    reads it in place rather than paying for a copy.
+    reads it in place rather than paying for a copy. Raises RuntimeError naming the argument for any other call.
     """
+    _check_arguments("attention_cpu_backward", heads, q, k, v, grad_out=grad_out, out=out, lse=lse)
     B, M, C = q.shape
     N = k.shape[1]
     gq, gk, gv = q.new_empty(B, M, C), k.new_empty(B, N, C), v.new_empty(B, N, C)
