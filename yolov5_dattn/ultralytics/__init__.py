@@ -5,6 +5,7 @@
 1. `offline`: ultralytics never reaches the network (no font / weight / AMP-check download, no pip install);
 2. `registry`: `ultralytics.nn.tasks.parse_model` builds `C2f_DAttention`, `C3k2_DAttention`, `C3k_DAttention`,
    `C2PSA_DAttention`, `AIFI_DAttention`, `Bottleneck_DAttention` (and `DAttention`) like their parents;
+   a model YAML whose name carries the scale (`yolo11n-...yaml`) builds from any folder (`scale_from_name`);
 3. `flops`: ultralytics' model summary counts GFLOPs with the attention, never 0.0 from the thop clash;
 4. `checkpoints`: checkpoints load with `weights_only=True` and an allowlist (ours included), by default;
 5. `transfer`: a load of stock weights into a DAttention model (`pretrained=`, `.load()`) logs what was transferred;
@@ -39,13 +40,14 @@ def install() -> None:
     if _installed:
         return
     from yolov5_dattn import patching
-    from . import ddp, flops, registry, transfer
+    from . import ddp, flops, registry, scale_from_name, transfer
     version = ultralytics_version()
     if not in_tested_range(version):
         warnings.warn(f"yolov5_dattn: ultralytics {version} is outside the tested range "
                       f">={TESTED_RANGE[0]},<{TESTED_RANGE[1]}", stacklevel=2)
     with patching.applying("registry"):
         registry.register()
+        scale_from_name.apply()
     flops.apply()
     transfer.apply()
     ddp.apply()
