@@ -17,9 +17,13 @@ entry scripts (`SCRIPT_TASKS`), the first parse of that script's own parser also
 and runs the pip scripts' checks (`entrypoint.check_run`: inputs, weights, export formats, preflight) before
 it returns, so bad input is one `error:` line and exit 2 before anything is written; export defaults to
 ONNX opset 17 and fails (exit 2) when a requested format was not written. No module code goes into the
-clone; `undo` removes exactly those lines again.
+clone; `undo` removes exactly those lines again, with either line ending. Both files are checked (regular files
+inside the clone, reached through no symbolic link, readable, UTF-8) before either is written, and they are
+written atomically (a temp file beside each, renamed over it).
 """
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -201,43 +205,114 @@ def _hook_files(clone: Union[str, Path]) -> List[Path]:
     return [clone / name for name in HOOK_FILES]
 
 
+def _read_hook_file(clone: Path, name: str, utf8: bool) -> bytes:
+    """The bytes of the hook file `name` (e.g. 'models/__init__.py'), once it is known that clone-setup may
+    rewrite it: a regular file inside the clone, reached through no symbolic link (a link may point anywhere,
+    and the hook would be written there), readable, and UTF-8 where `utf8` (the hook is UTF-8 text appended to
+    it). UserError naming the file and what to do otherwise."""
+    path = clone / name
+    for depth in range(1, len(Path(name).parts) + 1):
+        part = clone.joinpath(*Path(name).parts[:depth])
+        if part.is_symlink():
+            raise UserError(f"{part}: is a symbolic link (to {os.readlink(part)}): clone-setup writes only regular "
+                            f"files inside the clone; replace the link by a copy of what it points to and run again")
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{path}: not a regular file: clone-setup writes only regular files inside the clone")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror}): make it readable and run again") from None
+    if utf8:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): clone-setup "
+                            f"appends UTF-8 lines to it; save it as UTF-8 and run again") from None
+    return raw
+
+
+def _read_hook_files(clone: Union[str, Path], utf8: bool) -> Dict[Path, bytes]:
+    """{path: bytes} of both hook files, every check done on both before either is written (see
+    `_read_hook_file`)."""
+    paths = _hook_files(clone)
+    return {path: _read_hook_file(Path(clone), name, utf8) for name, path in zip(HOOK_FILES, paths)}
+
+
+def _replace_all(new: Dict[Path, bytes], old: Dict[Path, bytes]) -> None:
+    """Give each file in `new` its new bytes atomically (a temp file beside it, flushed, renamed over it). Every
+    temp file is complete before the first rename, and a rename that fails puts back the files replaced before
+    it: the clone is left as it was or fully changed, never with one hook file changed and not the other.
+    UserError naming the file when the disk refuses."""
+    from yolov5_dattn import atomic
+
+    for path in new:
+        if not os.access(path.parent, os.W_OK) or not os.access(path, os.W_OK):
+            raise UserError(f"{path}: not writable (clone-setup replaces it by a new file in {path.parent}): make "
+                            f"both writable and run again")
+    temps: Dict[Path, Path] = {}
+    replaced: List[Path] = []
+    path = next(iter(new), None)
+    try:
+        for path, data in new.items():
+            atomic.remove_stale_temps(path)
+            temps[path] = atomic.temp_path(path)
+            temps[path].write_bytes(data)
+        for path, tmp in temps.items():
+            atomic.replace_with(tmp, path)
+            replaced.append(path)
+    except OSError as e:
+        for done in replaced:
+            tmp = atomic.temp_path(done)
+            tmp.write_bytes(old[done])
+            atomic.replace_with(tmp, done)
+        for tmp in temps.values():
+            if tmp.exists():
+                tmp.unlink()
+        raise UserError(f"{path}: cannot be written ({e.strerror}): the clone is unchanged; free some space or "
+                        f"make it writable and run again") from None
+
+
 def is_set_up(clone: Union[str, Path]) -> Dict[str, bool]:
     """{'models/__init__.py': True, ...}: which hook files of `clone` hold the hook."""
-    return {name: BEGIN in path.read_text(encoding="utf-8") for name, path in zip(HOOK_FILES, _hook_files(clone))}
+    return {name: BEGIN.encode() in path.read_bytes() for name, path in zip(HOOK_FILES, _hook_files(clone))}
 
 
 def setup(clone: Union[str, Path]) -> List[Path]:
     """Append the hook to the clone's hook files that lack it. Returns the files changed (none when set up
-    already)."""
-    changed = []
-    for path in _hook_files(clone):
-        raw = path.read_bytes()
+    already). Both files are checked (`_read_hook_file`: regular, no symbolic link, inside the clone, readable,
+    UTF-8) before either is written, and written atomically together (`_replace_all`)."""
+    old = _read_hook_files(clone, utf8=True)
+    new = {}
+    for path, raw in old.items():
         text = raw.decode("utf-8")
         if BEGIN in text:
             continue
         block = BLOCK if not text or text.endswith("\n") else BLOCK_AFTER_NO_EOL
         newline = b"\r\n" if b"\r\n" in raw else b"\n"  # keep a Windows checkout's line endings
-        path.write_bytes(raw + block.encode("utf-8").replace(b"\n", newline))
-        changed.append(path)
-    return changed
+        new[path] = raw + block.encode("utf-8").replace(b"\n", newline)
+    _replace_all(new, old)
+    return list(new)
+
+
+def _without_hook(path: Path, raw: bytes) -> bytes:
+    """`raw` with the lines `setup` wrote taken out. They are found with either line ending, whatever the rest
+    of the file uses (an editor or git may have changed the user's lines, or all of them); UserError when they
+    are not there exactly once."""
+    written = [block.encode("utf-8").replace(b"\n", newline)
+               for block in (BLOCK_AFTER_NO_EOL, BLOCK) for newline in (b"\n", b"\r\n")]
+    found = [encoded for encoded in written if encoded in raw]
+    if len(found) != 1 or raw.count(found[0]) != 1:
+        raise UserError(f"{path}: the yolov5-dattn lines were edited; delete the lines from '{BEGIN[:30]}...' "
+                        f"to '{END}' by hand")
+    return raw.replace(found[0], b"")
 
 
 def undo(clone: Union[str, Path]) -> List[Path]:
-    """Remove the hook from the clone's hook files, leaving each byte-identical to before `setup`. Returns the
-    files changed. UserError when a hook was edited so that it cannot be removed exactly."""
-    changed = []
-    for path in _hook_files(clone):
-        raw = path.read_bytes()
-        if BEGIN.encode() not in raw:
-            continue
-        newline = b"\r\n" if b"\r\n" in raw else b"\n"
-        for block in (BLOCK_AFTER_NO_EOL, BLOCK):
-            encoded = block.encode("utf-8").replace(b"\n", newline)
-            if raw.count(encoded) == 1:
-                path.write_bytes(raw.replace(encoded, b""))
-                changed.append(path)
-                break
-        else:
-            raise UserError(f"{path}: the yolov5-dattn lines were edited; delete the lines from '{BEGIN[:30]}...' "
-                            f"to '{END}' by hand")
-    return changed
+    """Remove the hook from the clone's hook files, leaving the rest of each byte-identical (the user's own
+    edits since `setup` kept). Returns the files changed. UserError when a hook was edited so that it cannot be
+    removed exactly; both files are checked before either is written, as in `setup`."""
+    old = _read_hook_files(clone, utf8=False)
+    new = {path: _without_hook(path, raw) for path, raw in old.items() if BEGIN.encode() in raw}
+    _replace_all(new, old)
+    return list(new)
