@@ -230,8 +230,9 @@ class DAttention(nn.Module):
             # one key cell is 2/(n-1) in normalised units; tanh bounds the shift to ±factor half-cells
             if isinstance(Hk, torch.Tensor):  # traced sizes: computed in the graph
                 cell = torch.cat((_extent(Hk, offset.device), _extent(Wk, offset.device))).reciprocal()
-            else:
-                cell = offset.new_tensor([1.0 / _extent(Hk), 1.0 / _extent(Wk)])
+            else:  # filled on the device: a tensor made from a Python list is a host-to-device copy, which on a
+                # GPU waits for every kernel queued before it (once per forward)
+                cell = torch.stack((offset.new_full((), 1.0 / _extent(Hk)), offset.new_full((), 1.0 / _extent(Wk))))
             return offset.tanh() * cell * self.offset_range_factor + reference, reference
         return (offset + reference).clamp(-1.0, 1.0), reference
 
