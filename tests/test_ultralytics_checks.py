@@ -25,6 +25,8 @@ from yolov5_dattn.nn.sites import AttentionSite
 from yolov5_dattn.ultralytics import fmap_checks
 from yolov5_dattn.ultralytics.fmap_checks import FeatureMapError, Plan, check_plan
 
+host.use_policy()  # our commands' policy (safe loading, offline, checks first), as the CLI runs
+
 SHIPPED = REPO / "configs" / "ultralytics" / "yolo11-c3k2-dattn.yaml"
 FIXED = {"fixed_pe": True, "dwc_pe": False}
 RUN = dict(device="cpu", workers=0, plots=False, exist_ok=True, verbose=False)
@@ -125,11 +127,11 @@ def test_python_api_refuses_fixed_pe_at_the_wrong_imgsz_before_the_run_folder(mo
     assert not (tmp_path / "runs").exists()
 
 
-def test_imgsz_rounded_by_ultralytics_is_what_is_checked(cfgs):
+def test_imgsz_rounded_by_ultralytics_is_what_is_checked(cfgs, data):
     model = YOLO(str(cfgs["fixed2"]))
     with pytest.raises(FeatureMapError, match=r"but imgsz=70 \(rounded to 96\) gives 3x3: use imgsz=64 or set "
                                               r"q_size \[3, 3\]"):
-        model.train(imgsz=70, data="never-read.yaml")
+        model.train(imgsz=70, data=str(data["det_yaml"]))  # a good dataset: the map check refuses
     # predict takes [h, w]; both sides must give the declared map
     with pytest.raises(FeatureMapError, match=r"imgsz=\[64, 128\] gives 2x4: use imgsz=64"):
         model.predict(torch.zeros(1, 3, 64, 128), imgsz=[64, 128])
@@ -226,7 +228,7 @@ def test_fixed_pe_switches_off_what_it_cannot_follow_per_mode():
         check_plan([site], Plan("predict", [64, 96], (64, 96), 32, checkpoint=True))
 
 
-def test_maps_too_small_for_the_layer_are_refused(cfgs, tmp_path):
+def test_maps_too_small_for_the_layer_are_refused(cfgs, data, tmp_path):
     # an offset conv whose kernel equals its stride has no padding: 4x4 cells at least
     strided = _site(stride=4, ksize=4)
     assert strided.smallest_side == 4 and _site().smallest_side == 1
@@ -238,7 +240,7 @@ def test_maps_too_small_for_the_layer_are_refused(cfgs, tmp_path):
     # training on a single cell: no gradient reaches the offsets; the API refuses it before the run folder
     model = YOLO(str(cfgs["dwc"]))
     with pytest.raises(FeatureMapError, match=r"would train on a 1x1 map at imgsz=32: .* use imgsz=64 or more"):
-        model.train(imgsz=32, data="never-read.yaml", project=str(tmp_path / "runs"))
+        model.train(imgsz=32, data=str(data["det_yaml"]), project=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
     assert fmap_checks.check_run(model.model, "val", {"imgsz": 32}).overrides == {}  # inference on 1x1 runs
 
@@ -301,7 +303,7 @@ def test_changes_and_registry_for_the_ultralytics_host(capsys):
     out = subprocess.run([sys.executable, "-m", "yolov5_dattn", "changes", "--host", "ultralytics"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     groups = [line for line in out.splitlines() if not line.startswith(" ")]
-    assert groups == ["registry", "flops", "transfer report", "ddp workers", "offline", "safe loading", "fmap checks"]
+    assert groups == ["registry", "offline", "flops", "safe loading", "transfer report", "fmap checks"]
     assert "  ultralytics.nn.tasks.C3k2_DAttention: a DAttention block" in out
     assert f"  ultralytics.engine.model.Model.train: {fmap_checks.WHY}" in out
     assert changes_main(["--host", "ultralytics", "--steps"]) == 0

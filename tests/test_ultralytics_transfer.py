@@ -21,13 +21,15 @@ import torch
 
 from conftest import NETGUARD, REPO
 
-import yolov5_dattn.ultralytics  # noqa: F401,E402  (installs the host before ultralytics is used)
+import yolov5_dattn.ultralytics as host  # noqa: E402  (installs the host before ultralytics is used)
 from ultralytics import YOLO, __version__  # noqa: E402
 from ultralytics.nn import tasks  # noqa: E402
 from ultralytics.utils import LOGGER  # noqa: E402
 
 from yolov5_dattn.nn.dattention import DAttention  # noqa: E402
 from yolov5_dattn.ultralytics import transfer  # noqa: E402
+
+host.use_policy()  # our commands' policy (safe loading, offline, checks first), as the CLI runs
 
 IMGSZ = 64
 UCFG = REPO / "configs" / "ultralytics"

@@ -11,6 +11,10 @@ as the checkout's `scripts/*.py` do. Every --cfg/--data/--hyp also takes a shipp
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import policy
+
+policy.apply()  # every command runs under our policy (offline, safe loading); importing the plugin alone does not
+
 PROG = "yolov5-dattn"
 DESCRIPTION = "YOLOv5's commands with DAttention models, offline, and yolov5-dattn's own."
 

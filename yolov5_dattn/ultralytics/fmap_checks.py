@@ -34,7 +34,8 @@ What it does with them mirrors the YOLOv5 host (`yolov5_dattn.yolov5.preflight`)
   pooling) is refused, and so is training on a 1×1 map: over a single cell every query has one key (attention
   weight 1) and no gradient reaches the sampling offsets.
 
-Training also reads its `pretrained=` file first (`pretrained_check`), for the same reason.
+Under our commands' policy, training also reads its `pretrained=` file first (`pretrained_check`), for the same
+reason.
 
 A resumed run (`resume=`) is not checked again: it continues with the arguments checked when it started.
 """
@@ -373,7 +374,9 @@ def _checked(owner, mode: str, kwargs: Dict[str, Any]) -> Optional[Verdict]:
         args = {**_defaults(), **overrides, **kwargs}
         if args.get("resume"):
             return None
-        check_pretrained(args)  # a bad pretrained= would fail after the trainer made the run folder
+        from yolov5_dattn.ultralytics import policy_applied
+        if policy_applied():  # our commands: a bad pretrained= would fail after the trainer made the run folder
+            check_pretrained(args)
     elif mode == "export":  # Model.export's own defaults: the imgsz the model was trained at
         args = {**_defaults(), **owner.overrides, "imgsz": getattr(model, "args", {}).get("imgsz", 640), **kwargs}
     else:  # both methods default to rect=True (Model.val / Model.predict `custom`)

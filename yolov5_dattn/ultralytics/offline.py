@@ -2,7 +2,8 @@
 no online probe or telemetry.
 
 ultralytics reaches out on its own: `is_online()` resolves DNS names at import (unless `YOLO_OFFLINE` is set),
-`check_font` downloads Arial.ttf for label plots, `check_amp` downloads yolo26n.pt on CUDA, `check_requirements`
+`check_font` downloads Arial.ttf for label plots, `check_amp` downloads yolo26n.pt on CUDA (replaced by the same
+comparison on the model being trained: `amp_check`, so AMP stays on), `check_requirements`
 runs pip for a missing exporter dependency, and settings-driven events are sent while `ONLINE` is true; and OpenVINO (`format=openvino`) sends telemetry to
 Google Analytics from `openvino_telemetry`, whatever ultralytics says. Each of
 these is replaced through `yolov5_dattn.patching` (also in the modules that imported it by name), so the same
@@ -14,15 +15,10 @@ from pathlib import Path
 
 from yolov5_dattn import patching
 from yolov5_dattn.import_hook import when_imported
+from yolov5_dattn.core.offline_env import set_offline_environment
+from .amp_check import check_amp_offline
 
-ENV = {"YOLO_OFFLINE": "1"}  # read by ultralytics at import (is_online): set before it is imported
 STEP = "offline"
-
-
-def set_environment() -> None:
-    """Set ultralytics' offline environment variables unless the user has set them (call before its import)."""
-    for key, value in ENV.items():
-        os.environ.setdefault(key, value)
 
 
 def _holders(name: str, original) -> list:
@@ -54,16 +50,6 @@ def _no_install_requirements(original):
     return check_requirements
 
 
-def _amp_without_download(original):
-    def check_amp(model):
-        """ultralytics' AMP check where its reference weights are on disk already; else AMP off (no download)."""
-        from ultralytics.utils import WEIGHTS_DIR
-        if (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
-            return original(model)
-        return False
-    return check_amp
-
-
 def _silence_openvino() -> None:
     from openvino_telemetry.utils.sender import TelemetrySender
 
@@ -86,7 +72,7 @@ def apply() -> None:
     with patching.applying(STEP):
         for name, make in (("check_font", lambda original: local_font),
                            ("check_requirements", _no_install_requirements),
-                           ("check_amp", _amp_without_download)):
+                           ("check_amp", check_amp_offline)):
             original = getattr(checks, name)
             patching.patch(checks, name, make(original), also=_holders(name, original),
                            why=f"ultralytics' {name} would reach the network (download / pip)")
