@@ -25,6 +25,7 @@ import ast
 import contextlib
 import contextvars
 import inspect
+import sys
 import textwrap
 import types
 from dataclasses import dataclass, field
@@ -249,6 +250,13 @@ def replace_line(function: types.FunctionType, old: str, new: str) -> Optional[t
          out)
     out[function.__name__].__wrapped__ = function
     return out[function.__name__]
+
+
+def holders(name: str, obj: Any) -> List[types.ModuleType]:
+    """The loaded modules whose global `name` is `obj` (they imported it by name: `from x import name`): what
+    `patch(..., also=...)` must reach besides the owner."""
+    return [m for m in list(sys.modules.values())
+            if isinstance(m, types.ModuleType) and vars(m).get(name) is obj]
 
 
 def where_defined(obj) -> str:

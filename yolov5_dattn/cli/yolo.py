@@ -11,6 +11,10 @@ help). Before it runs, `yolov5_dattn.ultralytics` is installed (the blocks regis
 GFLOPs that count the attention). `model=` also takes a shipped config by file name
 (`model=yolo11n-c3k2-dattn.yaml`, scale letter included). Bad input (an unknown key, a missing file) is one
 `error:` line and exit status 2.
+
+Checkpoints load weights-only with an allowlist: a file that needs a full pickle (classes outside it, a YOLO-NAS
+model) is refused in one line unless `--trust-checkpoint` is given (anywhere among the arguments; only for files
+whose source you trust: a pickle can run code). A data YAML's `download:` line is never run.
 """
 import sys
 from pathlib import Path
@@ -63,11 +67,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
+    from yolov5_dattn.trust import command_line_trust
     from yolov5_dattn.ultralytics.pretrained_check import message
     try:
-        run(argv)
+        with command_line_trust(argv) as argv:  # --trust-checkpoint: full-pickle loads for this run
+            run(argv)
     except USER_ERRORS as e:
-        print(f"error: {prog}: {message(e)}", file=sys.stderr)
+        from yolov5_dattn.ultralytics.checkpoints import refusal_in
+        print(f"error: {prog}: {message(refusal_in(e))}", file=sys.stderr)
         return 2
     except TypeError as e:  # ultralytics' refusal of a checkpoint (unsafe, damaged) is a TypeError marked ERROR
         if not str(e).startswith("ERROR"):

@@ -305,9 +305,6 @@ def start_memory_worker(cfgs: Sequence[Path], ncs: Sequence[Optional[int]], inpu
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
-TRUST_WHY = "--trust-checkpoint: the user vouches for this checkpoint, which names classes outside the allowlist"
-
-
 def load_checkpoint(weights, trust: bool = False, flag: str = "--weights") -> nn.Module:
     """The model of an ultralytics checkpoint ('ema' else 'model'), float, eval, on CPU.
 
@@ -317,11 +314,11 @@ def load_checkpoint(weights, trust: bool = False, flag: str = "--weights") -> nn
     refused."""
     import ultralytics.nn.tasks as tasks
 
-    from yolov5_dattn import patching
+    from yolov5_dattn.trust import trust_checkpoints
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"{flag} {weights}: no such file: pass a .pt written by `yolov5-dattn yolo train`")
-    unsafe = patching.temporarily(tasks, "SAFE_LOAD", False, why=TRUST_WHY) if trust else nullcontext()
+    unsafe = trust_checkpoints() if trust else nullcontext()  # refused files load with full pickle
     try:
         with unsafe:
             model, _ = tasks.load_checkpoint(str(path), device="cpu")

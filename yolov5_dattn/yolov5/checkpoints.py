@@ -24,7 +24,6 @@ model from it, so `load` also resolves the model dicts of 'model'/'ema' with `sa
 """
 import contextlib
 import inspect
-import os
 import pathlib
 import pickle
 from pathlib import Path
@@ -33,11 +32,10 @@ from typing import Any, Iterator, List, Optional, Union
 import torch
 from torch import nn
 
+from yolov5_dattn import weights_only
 from yolov5_dattn.errors import UserError, first_sentence
+from yolov5_dattn.trust import TRUST_ENV, TRUST_FLAG, trusted  # noqa: F401  (this module's API too)
 from .safe_yaml import UnsafeModelYAML, check_model_dict
-
-TRUST_ENV = "YOLOV5_DATTN_TRUST_CHECKPOINT"
-TRUST_FLAG = "--trust-checkpoint"
 
 _allowlist: Optional[List[Any]] = None
 _safe_globals: Optional[List[Any]] = None
@@ -135,11 +133,6 @@ def safe_globals() -> List[Any]:
     return _safe_globals
 
 
-def trusted() -> bool:
-    """True when the user explicitly trusts the checkpoints of this run."""
-    return os.environ.get(TRUST_ENV, "") == "1"
-
-
 def _refused_globals(f: Union[str, Path]) -> List[str]:
     """The globals `f` names that are not on the allowlist, e.g. ['builtins.getattr'] (read, not run)."""
     allowed = {_name(g) for g in allowlist()}
@@ -177,22 +170,18 @@ def is_legacy_format(f: Any) -> bool:
 
 @contextlib.contextmanager
 def without_process_allowlist() -> Iterator[None]:
-    """While the block runs, torch's process-wide weights-only allowlist is empty; whatever was there is put back
-    afterwards. torch keeps one list for the whole process and other code adds real classes to it for good
-    (ultralytics' restricted loader does)."""
-    others = torch.serialization.get_safe_globals()
-    torch.serialization.clear_safe_globals()
-    try:
+    """While the block runs, this thread's weights-only allowlist is empty (torch's own tensor rebuilders aside):
+    classes other code added to torch's process-wide list for good are not seen. The process-wide list itself is
+    not touched, so loads in other threads are unaffected (`yolov5_dattn.weights_only.scope`)."""
+    with weights_only.scope():
         yield
-    finally:
-        torch.serialization.add_safe_globals(others)
 
 
 @contextlib.contextmanager
 def only_our_allowlist() -> Iterator[None]:
-    """While the block runs, torch's weights-only allowlist is exactly `safe_globals()`: classes others added to
-    the process-wide list (`without_process_allowlist`) would let a checkpoint call them."""
-    with without_process_allowlist(), torch.serialization.safe_globals(safe_globals()):
+    """While the block runs, this thread's weights-only allowlist is exactly `safe_globals()`: classes others added
+    to the process-wide list would let a checkpoint call them, and ours must not leak into other threads' loads."""
+    with weights_only.scope(safe_globals()):
         yield
 
 
