@@ -652,19 +652,10 @@ def shim_atomic_checkpoint_saves(host: Host = PIP) -> None:
 def resume_save_dir(opt, last) -> str:
     """Where `--resume last` writes: the run folder that holds `weights/last.pt`, whatever the checkpoint's
     options record (a copied run would otherwise write into the original, a crafted one anywhere). Prints one
-    notice when the recorded folder is another one; UserError when `last` is not in a `weights/` folder."""
-    from yolov5_dattn.errors import UserError
-    last = Path(last)
-    if last.parent.name != "weights":
-        raise UserError(f"--resume {last}: a resumed run writes beside its checkpoint, in <run>/weights/, but "
-                        f"this file is not in a weights/ folder: copy it to <run folder>/weights/last.pt "
-                        f"(or start a new run with --weights {last})")
-    here = last.parent.parent
-    recorded = getattr(opt, "save_dir", None)
-    if recorded and Path(recorded).resolve() != here.resolve() and int(os.environ.get("RANK", -1)) in (-1, 0):
-        print(f"notice: --resume {last}: the checkpoint records run folder {recorded}; writing to {here} instead "
-              f"(the folder that holds the checkpoint)", file=sys.stderr)
-    return str(here)
+    notice when the recorded folder is another one; UserError when `last` is not in a `weights/` folder
+    (`core.resume_dir.run_folder`, the rule both hosts share)."""
+    from yolov5_dattn.core.resume_dir import run_folder
+    return str(run_folder(last, getattr(opt, "save_dir", None), asked=f"--resume {last}", new_run=f"--weights {last}"))
 
 
 def shim_resume_beside_checkpoint() -> None:
