@@ -18,15 +18,16 @@ def _module(name):
 @pytest.fixture
 def clean_registry():
     """Remove what a test registers (the registry and the yolo globals) afterwards."""
-    before = dict(registry._registered)
+    before = {e.name: e for e in registry.REGISTRY}
     yield
-    for name in set(registry._registered) - set(before):
-        del registry._registered[name]
-        registry.patching.undo(where=lambda c: c.owner is yolo and c.name == name)
-    for name, r in before.items():
-        if registry._registered.get(name) is not r:
-            registry._registered[name] = r
-    registry._publish(yolo)
+    for e in registry.REGISTRY.entries():
+        if before.get(e.name) is not e:
+            registry.REGISTRY.remove(e.name, notify=False)
+            registry.patching.undo(where=lambda c: c.owner is yolo and c.name == e.name)
+    for name, e in before.items():
+        if name not in registry.REGISTRY:
+            registry.REGISTRY.register_module(e.cls, name=name, channels=e.channels, repeats=e.repeats, force=True)
+    registry.register(yolo)  # publish the restored registry
 
 
 def test_a_yolov5_name_is_refused_with_where_it_is_defined(clean_registry):
@@ -36,7 +37,7 @@ def test_a_yolov5_name_is_refused_with_where_it_is_defined(clean_registry):
     message = str(e.value)
     assert "'C3' is YOLOv5's own" in message and "yolov5.models.common.C3" in message
     assert "models/common.py:" in message and "force=True" in message
-    assert yolo.C3 is not Mine and "C3" not in registry._registered
+    assert yolo.C3 is not Mine and "C3" not in registry.REGISTRY
 
 
 def test_a_name_registered_by_another_class_is_refused(clean_registry):
@@ -59,7 +60,7 @@ def test_force_replaces_and_builds(clean_registry, tmp_path):
     register_module(C3Plain, name="C3", force=True)
     assert yolo.C3 is C3Plain and C3Plain in getattr(yolo, registry.CHANNEL_SET)
     # undoing the registration restores YOLOv5's own
-    del registry._registered["C3"]
+    registry.REGISTRY.remove("C3", notify=False)
     registry.patching.undo(where=lambda c: c.owner is yolo and c.name == "C3")
     assert yolo.C3 is original_c3
 

@@ -103,43 +103,14 @@ def registry_main(argv: Sequence[str], prog: str = "yolov5-dattn registry") -> i
         return _ultralytics_registry()
     import yolov5_dattn  # noqa: F401
     import yolov5  # noqa: F401
-    from yolov5_dattn.yolov5 import registry
-    _print_registry([(r.name, r.channels, r.repeats, r.where) for r in registry.registered()])
+    from yolov5_dattn.yolov5.registry import REGISTRY
+    print(REGISTRY.table())
     return 0
-
-
-def _print_registry(rows: Sequence[tuple]) -> None:
-    """The registry table: (YAML name, channels scaled, repeats scaled, where it is defined) per row."""
-    width = max(len(r[0]) for r in rows)
-    print(f"{'name':<{width}}  {'channels':<8}  {'repeats':<7}  defined at")
-    for name, channels, repeats, where in rows:
-        print(f"{name:<{width}}  {'c1, c2' if channels else 'as is':<8}  {'n' if repeats else '-':<7}  {where}")
-
-
-def ultralytics_registered() -> List[tuple]:
-    """(name, class, channels, repeats, note) for every name registered into `ultralytics.nn.tasks`, in
-    registration order, read from the live hook (what parse_model will do with it)."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
-    import ultralytics.nn.tasks as tasks
-
-    from yolov5_dattn import patching
-    from yolov5_dattn.ultralytics import registry
-    base, repeat = getattr(tasks, registry.BASE_SET), getattr(tasks, registry.REPEAT_SET)
-    c3k2, aifi = getattr(tasks, registry.C3K2_MAP), getattr(tasks, registry.AIFI_SET)
-    rows = []
-    for change in patching.changes("ultralytics.nn.tasks"):
-        if change.why != registry.REGISTER_WHY:
-            continue
-        cls = change.replacement
-        note = (f"c3k at args[{c3k2[cls]}] for scales m/l/x" if cls in c3k2 else
-                "input channels prepended (as AIFI)" if cls in aifi else "")
-        rows.append((change.name, cls, cls in base, cls in repeat, note))
-    return rows
 
 
 def _ultralytics_registry() -> int:
     """`registry --host ultralytics`: YAML name, how parse_model builds it, where it is defined."""
-    from yolov5_dattn.patching import where_defined
-    _print_registry([(name, channels, repeats, where_defined(cls) + (f"; {note}" if note else ""))
-                     for name, cls, channels, repeats, note in ultralytics_registered()])
+    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    from yolov5_dattn.ultralytics.registry import REGISTRY
+    print(REGISTRY.table())
     return 0

@@ -9,11 +9,11 @@ settings, environment, network access, loaders or AMP decision:
    `C3k_DAttention`, `C2PSA_DAttention`, `AIFI_DAttention`, `Bottleneck_DAttention` (and `DAttention`) like their parents;
    a model YAML whose name carries the scale (`yolo11n-...yaml`) builds from any folder (`scale_from_name`);
 2. `flops` (plugin): ultralytics' model summary counts GFLOPs with the attention, never 0.0 from the thop clash;
-3. `transfer` (plugin): a load of stock weights into a DAttention model (`pretrained=`, `.load()`) logs what was
+3. `transfer report` (plugin): a load of stock weights into a DAttention model (`pretrained=`, `.load()`) logs what was
    transferred;
 4. `fmap checks` (plugin): train / val / predict / export check each DAttention's feature maps at the run's imgsz
    first (fixed_pe); a model without DAttention passes through unchanged;
-5. `ddp` (plugin): multi-GPU workers (`device=0,1`) rebuild the trainer with our blocks, and with the launching
+5. `ddp workers` (plugin): multi-GPU workers (`device=0,1`) rebuild the trainer with our blocks, and with the launching
    process's policy when it had it;
 6. `offline` (policy): ultralytics never reaches the network (no font / weight download, no pip install); its AMP
    check compares the model being trained with itself instead of downloading reference weights (`amp_check`);
@@ -36,11 +36,12 @@ from yolov5_dattn.core import command_policy
 
 from .blocks import (AIFI_DAttention, Bottleneck_DAttention, C2f_DAttention, C2PSA_DAttention,  # noqa: E402
                      C3k2_DAttention, C3k_DAttention)
-from .registry import TESTED_RANGE, UnsupportedUltralytics, in_tested_range, ultralytics_version  # noqa: E402
+from .registry import (REGISTRY, TESTED_RANGE, UnsupportedUltralytics, in_tested_range,  # noqa: E402
+                       register_module, ultralytics_version)
 from yolov5_dattn.trust import trust_checkpoints  # noqa: E402  (full-pickle loads for files the user vouches for)
 
 __all__ = ["AIFI_DAttention", "Bottleneck_DAttention", "C2f_DAttention", "C2PSA_DAttention", "C3k2_DAttention",
-           "C3k_DAttention", "UnsupportedUltralytics", "TESTED_RANGE", "install", "policy_applied",
+           "C3k_DAttention", "REGISTRY", "UnsupportedUltralytics", "TESTED_RANGE", "install", "register_module", "policy_applied",
            "trust_checkpoints", "use_policy"]
 
 _installed = False

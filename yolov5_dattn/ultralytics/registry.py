@@ -17,10 +17,15 @@ Every change goes through `yolov5_dattn.patching`.
 """
 import ast
 from types import ModuleType
-from typing import Dict, List
+from typing import List, Optional
 
 from yolov5_dattn import patching
+from yolov5_dattn.core.registry import Registry, RegistryConflict
 from yolov5_dattn.errors import UserError
+from yolov5_dattn.patching import where_defined
+
+__all__ = ["REGISTRY", "TESTED_RANGE", "RegistryConflict", "UnsupportedUltralytics", "in_tested_range",
+           "register", "register_module", "rewrite_parse_model", "ultralytics_version"]
 
 # the ultralytics releases this hook is tested with: [first, first-not-covered)
 TESTED_RANGE = ("8.4.190", "8.5")
@@ -29,6 +34,7 @@ BASE_SET = "_yolov5_dattn_base_modules"
 REPEAT_SET = "_yolov5_dattn_repeat_modules"
 C3K2_MAP = "_yolov5_dattn_c3k2_index"  # class -> index of c3k in its parse_model args
 AIFI_SET = "_yolov5_dattn_aifi_modules"
+C3K2_INDEX = 4  # C3k2_DAttention's c3k argument: its fmapsize comes before c3k
 HOOK_WHY = "ultralytics' parse_model learns the DAttention blocks (width, depth, max_channels, c3k, AIFI)"
 SETS_WHY = "the DAttention blocks' classes, for the rewritten parse_model's membership tests"
 REGISTER_WHY = "a DAttention block, usable by name in ultralytics model YAMLs"
@@ -143,45 +149,87 @@ def rewrite_parse_model(tasks: ModuleType):
     return patched
 
 
-def _classes() -> Dict[str, dict]:
-    """name -> {cls, base, repeat} for every block we register."""
+def _host_owner(name: str) -> Optional[str]:
+    """Where the hooked `tasks` module defines `name` itself (a class of ultralytics'), if it does."""
+    tasks = _hooked[0] if _hooked else None
+    if tasks is None or name not in vars(tasks) or patching.is_patched(tasks, name, REGISTER_WHY):
+        return None
+    return where_defined(vars(tasks)[name])
+
+
+def _publish(registry: Registry) -> None:
+    """Put every entry into the hooked `tasks`' globals and its parse_model sets (updated in place)."""
+    for tasks in _hooked:
+        if not patching.is_patched(tasks, BASE_SET, SETS_WHY):
+            continue  # `register` is still checking our names: it publishes them all once they pass
+        for e in registry:
+            current = patching.patched(tasks, e.name, REGISTER_WHY)
+            if current is not None and current.replacement is e.cls:
+                continue
+            if current is not None:
+                patching.undo(where=lambda c: c is current)
+            patching.patch(tasks, e.name, e.cls, why=REGISTER_WHY)
+        getattr(tasks, BASE_SET).clear()
+        getattr(tasks, BASE_SET).update(e.cls for e in registry if e.channels)
+        getattr(tasks, REPEAT_SET).clear()
+        getattr(tasks, REPEAT_SET).update(e.cls for e in registry if e.channels and e.repeats)
+
+
+# YAML name -> Entry for ultralytics' parse_model (ours, and any a user registers: `register_module`)
+REGISTRY = Registry("ultralytics", host_owner=_host_owner, on_change=_publish)
+_hooked: List[ModuleType] = []
+
+
+def register_module(cls: Optional[type] = None, *, name: Optional[str] = None, force: bool = False,
+                    channels: bool = True, repeats: bool = False):
+    """Make an nn.Module class usable by name in ultralytics model YAMLs (`REGISTRY.register_module`).
+
+    channels: parse_model inserts the input channels and scales c2 (width, max_channels), as for `base_modules`;
+    repeats: the depth-scaled repeat count is passed as the third argument, as for `repeat_modules`. Returns the
+    class (usable as a decorator). RegistryConflict for a name ultralytics or another class holds (unless force).
+    """
+    return REGISTRY.register_module(cls, name=name, force=force, channels=channels, repeats=repeats)
+
+
+def _register_ours() -> None:
+    """Our blocks, with how parse_model builds each (C3k2's c3k index, AIFI's input channels)."""
+    from yolov5_dattn.nn.dattention import DAttention
     from . import blocks
-    table = {
-        "Bottleneck_DAttention": (True, False),
-        "C2f_DAttention": (True, True),
-        "C3k_DAttention": (True, True),
-        "C3k2_DAttention": (True, True),
-        "C2PSA_DAttention": (True, True),
-        "AIFI_DAttention": (False, False),
-    }
-    return {name: {"cls": getattr(blocks, name), "base": base, "repeat": repeat}
-            for name, (base, repeat) in table.items()}
+    for name, channels, repeats, note in (
+            ("Bottleneck_DAttention", True, False, ""),
+            ("C2f_DAttention", True, True, ""),
+            ("C3k_DAttention", True, True, ""),
+            ("C3k2_DAttention", True, True, f"c3k at args[{C3K2_INDEX}] for scales m/l/x"),
+            ("C2PSA_DAttention", True, True, ""),
+            ("AIFI_DAttention", False, False, "input channels prepended (as AIFI)")):
+        REGISTRY.register_module(getattr(blocks, name), channels=channels, repeats=repeats, note=note)
+    REGISTRY.register_module(DAttention, channels=False)  # `[-1, 1, DAttention, ...]` resolves too
 
 
 def register(tasks: ModuleType = None) -> bool:
     """Install the hook into `tasks` (default `ultralytics.nn.tasks`). Idempotent: returns False when it
-    was installed already. Raises UnsupportedUltralytics (parse_model's shape) or UserError (a name of ours
-    that ultralytics defines itself)."""
+    was installed already. Raises UnsupportedUltralytics (parse_model's shape) or RegistryConflict (a name of
+    ours that ultralytics defines itself), before changing anything."""
     if tasks is None:
         import ultralytics.nn.tasks as tasks
     if patching.is_patched(tasks, "parse_model", HOOK_WHY):
         return False
-    from yolov5_dattn.nn.dattention import DAttention
     from .blocks import AIFI_DAttention, C3k2_DAttention
 
     patched = rewrite_parse_model(tasks)  # before any change: a refusal leaves ultralytics untouched
-    classes = _classes()
-    for name, entry in classes.items():
-        held = vars(tasks).get(name)
-        if held is not None and held is not entry["cls"] and not patching.is_patched(tasks, name, REGISTER_WHY):
-            raise UserError(f"yolov5_dattn: ultralytics {ultralytics_version()} defines {name} itself "
-                            f"({getattr(held, '__module__', '?')}); this plugin's block of that name would hide it")
-    for name, entry in classes.items():
-        patching.patch(tasks, name, entry["cls"], why=REGISTER_WHY)
-    patching.patch(tasks, "DAttention", DAttention, why=REGISTER_WHY)  # `[-1, 1, DAttention, ...]` resolves too
-    patching.patch(tasks, BASE_SET, {e["cls"] for e in classes.values() if e["base"]}, why=SETS_WHY)
-    patching.patch(tasks, REPEAT_SET, {e["cls"] for e in classes.values() if e["repeat"]}, why=SETS_WHY)
-    patching.patch(tasks, C3K2_MAP, {tasks.C3k2: 3, C3k2_DAttention: 4}, why=SETS_WHY)
+    _hooked[:] = [tasks]
+    if not len(REGISTRY):
+        try:
+            _register_ours()
+        except RegistryConflict:  # nothing was published yet: leave ultralytics and the registry as they were
+            _hooked.clear()
+            for e in REGISTRY.entries():
+                REGISTRY.remove(e.name, notify=False)
+            raise
+    for attr in (BASE_SET, REPEAT_SET):
+        patching.patch(tasks, attr, set(), why=SETS_WHY)
+    patching.patch(tasks, C3K2_MAP, {tasks.C3k2: 3, C3k2_DAttention: C3K2_INDEX}, why=SETS_WHY)
     patching.patch(tasks, AIFI_SET, {tasks.AIFI, AIFI_DAttention}, why=SETS_WHY)
+    _publish(REGISTRY)
     patching.patch(tasks, "parse_model", patched, why=HOOK_WHY)
     return True

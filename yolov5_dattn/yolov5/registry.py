@@ -27,14 +27,17 @@ import importlib.util
 import inspect
 import os
 import sys
-from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 from typing import List, Optional
 
 from torch import nn
 
 from yolov5_dattn import patching
+from yolov5_dattn.core.registry import Entry, Registry, RegistryConflict
 from yolov5_dattn.patching import where_defined
+
+__all__ = ["REGISTRY", "RegistryConflict", "UnsupportedYOLOv5", "failing_layer", "install_hook", "register",
+           "register_module", "registered"]
 
 CHANNEL_SET = "_yolov5_dattn_channel_modules"  # names injected into yolo.py's globals
 REPEAT_SET = "_yolov5_dattn_repeat_modules"
@@ -50,10 +53,6 @@ REGISTER_WHY = "a registered module, usable by name in model YAMLs"
 
 class UnsupportedYOLOv5(RuntimeError):
     """The installed YOLOv5's parse_model does not have the shape this hook rewrites."""
-
-
-class RegistryConflict(ValueError):
-    """`register_module` was given a name that YOLOv5 or another registered class holds already."""
 
 
 def failing_layer(error: BaseException) -> Optional[SimpleNamespace]:
@@ -228,29 +227,25 @@ def _alias_flat_imports() -> None:
             sys.modules.setdefault(name[len("yolov5."):], module)
 
 
-@dataclass(frozen=True)
-class Registration:
-    """One registered module: the YAML name, the class, how parse_model builds it, where it is defined."""
-    name: str
-    cls: type
-    channels: bool
-    repeats: bool
-    force: bool = False
-
-    @property
-    def where(self) -> str:
-        """'package.module (path/to/file.py:12)'."""
-        return where_defined(self.cls)
+def _host_owner(name: str) -> Optional[str]:
+    """Where a hooked `models.yolo` defines `name` itself, if one does."""
+    return next((first for first in (_host_conflict(yolo, name) for yolo in _hooked) if first), None)
 
 
-# name -> Registration; shared by every hooked yolo module
-_registered = {}
+def _publish_all(_registry=None) -> None:
+    """Publish the registry into every hooked `models.yolo` (after each registration)."""
+    for yolo in _hooked:
+        _publish(yolo)
+
+
+# YAML name -> Entry; shared by every hooked yolo module (the pip package's, a clone's)
+REGISTRY = Registry("yolov5", host_owner=_host_owner, on_change=_publish_all)
 _hooked: List[ModuleType] = []
 
 
-def registered() -> List[Registration]:
+def registered() -> List[Entry]:
     """Everything registered, in registration order (ours first)."""
-    return list(_registered.values())
+    return REGISTRY.entries()
 
 
 def _host_conflict(yolo: ModuleType, name: str) -> Optional[str]:
@@ -264,7 +259,7 @@ def _host_conflict(yolo: ModuleType, name: str) -> Optional[str]:
 
 def register_module(module: Optional[type] = None, *, channels: bool = True, repeats: bool = False,
                     name: Optional[str] = None, force: bool = False):
-    """Make a module usable by name in YOLOv5 YAMLs, like YOLOv5's own.
+    """Make a module usable by name in YOLOv5 YAMLs, like YOLOv5's own (`REGISTRY.register_module`).
 
     Args:
         module: an nn.Module class.
@@ -281,32 +276,13 @@ def register_module(module: Optional[type] = None, *, channels: bool = True, rep
     """
     if module is None:
         return lambda cls: register_module(cls, channels=channels, repeats=repeats, name=name, force=force)
-    if not (isinstance(module, type) and issubclass(module, nn.Module)):
-        raise TypeError(f"register_module expects an nn.Module class, got {module!r}")
-    name = name or module.__name__
-    new = Registration(name, module, channels, repeats, force)
-    old = _registered.get(name)
-    if old is not None and old.cls is module and (old.channels, old.repeats) == (channels, repeats):
-        return module
-    if old is not None and old.cls is not module and not force:
-        raise RegistryConflict(f"register_module: the name {name!r} is registered already, for {old.where}; "
-                               f"pass name= another name, or force=True to replace it")
-    if not force:
-        for yolo in _hooked:
-            first = _host_conflict(yolo, name)
-            if first is not None:
-                raise RegistryConflict(f"register_module: the name {name!r} is YOLOv5's own, {first}; pass "
-                                       f"name= another name, or force=True to replace it in YAMLs")
-    _registered[name] = new
-    for yolo in _hooked:
-        _publish(yolo)
-    return module
+    return REGISTRY.register_module(module, name=name, force=force, channels=channels, repeats=repeats)
 
 
 def _publish(yolo: ModuleType) -> None:
     """Put every registered class into `yolo`'s globals and its sets (through `patching`); RegistryConflict
     for a registration (made before this yolo was hooked) whose name the host defines itself."""
-    for r in _registered.values():
+    for r in REGISTRY.entries():
         current = patching.patched(yolo, r.name, REGISTER_WHY)
         if current is not None and current.replacement is r.cls:
             continue
@@ -314,7 +290,7 @@ def _publish(yolo: ModuleType) -> None:
             patching.undo(where=lambda c: c is current)
         first = _host_conflict(yolo, r.name)
         if first is not None and not r.force:
-            del _registered[r.name]
+            REGISTRY.remove(r.name, notify=False)
             raise RegistryConflict(f"register_module: the name {r.name!r} is YOLOv5's own, {first}; pass name= "
                                    f"another name, or force=True to replace it in YAMLs")
         patching.patch(yolo, r.name, r.cls, why=REGISTER_WHY)
@@ -323,9 +299,9 @@ def _publish(yolo: ModuleType) -> None:
             patching.patch(yolo, attr, set(), why=SETS_WHY)
     # the sets are ours: updated in place, so a registration needs no new change
     getattr(yolo, CHANNEL_SET).clear()
-    getattr(yolo, CHANNEL_SET).update(r.cls for r in _registered.values() if r.channels)
+    getattr(yolo, CHANNEL_SET).update(r.cls for r in REGISTRY if r.channels)
     getattr(yolo, REPEAT_SET).clear()
-    getattr(yolo, REPEAT_SET).update(r.cls for r in _registered.values() if r.channels and r.repeats)
+    getattr(yolo, REPEAT_SET).update(r.cls for r in REGISTRY if r.channels and r.repeats)
 
 
 def register(yolo: Optional[ModuleType] = None) -> None:
@@ -336,7 +312,7 @@ def register(yolo: Optional[ModuleType] = None) -> None:
     from .blocks import Bottleneck_DAttention, C3_DAttention
     from yolov5_dattn.nn.dattention import DAttention
 
-    if not _registered:
+    if not len(REGISTRY):
         register_module(C3_DAttention, repeats=True)
         register_module(Bottleneck_DAttention)
         register_module(DAttention, channels=False)  # YAML: [-1, 1, DAttention, [C, [h, w]]]
