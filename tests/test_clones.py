@@ -130,7 +130,7 @@ def test_clone_train_detect_val_offline(clone, demo, tmp_path):
     low = run_in_clone(root, env, log, "export.py", "--weights", best, "--include", "onnx", "--opset", "12", *FLAGS)
     assert low.returncode == 2, (low.stdout + low.stderr)[-3000:]
     assert _error_lines(low) == ["error: --opset 12 cannot express grid_sample (used by DAttention): use --opset 16 "
-                                 "or higher (default 17)"]
+                                 "or higher (default 17), or --sampler gather"]
     assert not best.with_suffix(".onnx").exists()
 
     marker = tmp_path / "code-ran"

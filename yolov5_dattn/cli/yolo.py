@@ -4,6 +4,7 @@
     yolov5-dattn yolo val model=runs/detect/train/weights/best.pt data=shapes.yaml
     yolov5-dattn yolo predict model=best.pt source=images/          # images, a folder, a video
     yolov5-dattn yolo export model=best.pt format=onnx               # or openvino
+    yolov5-dattn yolo export model=best.pt format=onnx sampler=gather   # no GridSample node (TensorRT, ...)
     python scripts/yolo.py train model=...                            # the same, from a checkout
 
 Everything after `yolo` is ultralytics' CLI syntax, unchanged (`yolov5-dattn yolo help` prints ultralytics'
@@ -46,9 +47,30 @@ def _arguments(argv: Sequence[str]) -> List[str]:
     return out
 
 
+def export_sampler_of(argv: Sequence[str]):
+    """`argv` without our `sampler=` key, and the sampler DAttention exports with (`export_sampler`: the key, else
+    the format's default), or None when the mode is not export. Raises UserError for a bad or misplaced key."""
+    from yolov5_dattn.export_sampler import CHOICES, export_sampler
+    keys = dict(a.partition("=")[::2] for a in argv if "=" in a)
+    rest = [a for a in argv if a.partition("=")[0] != "sampler"]
+    if "export" not in [a for a in argv if "=" not in a] + [keys.get("mode")]:
+        if "sampler" in keys:
+            raise UserError("sampler= applies to `yolo export` only: remove it")
+        return rest, None
+    chosen = keys.get("sampler")
+    if chosen is not None and chosen not in CHOICES:
+        raise UserError(f"sampler={chosen}: choose one of {', '.join(CHOICES)} (gather: no GridSample node)")
+    return rest, export_sampler([keys.get("format", "torchscript")], chosen)
+
+
 def run(argv: Sequence[str]) -> None:
-    """Run ultralytics' `yolo` entry point on `argv` (its key=value syntax) with our blocks installed.
+    """Run ultralytics' `yolo` entry point on `argv` (its key=value syntax) with our blocks installed; an export
+    samples DAttention's keys with `sampler=` (our key, not passed on) or the format's default.
     Raises what ultralytics raises."""
+    import contextlib
+
+    from yolov5_dattn.nn.sampler_switch import sampler_set_to
+    argv, sampler = export_sampler_of(argv)
     import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
     import ultralytics.cfg as cfg
 
@@ -57,7 +79,8 @@ def run(argv: Sequence[str]) -> None:
     argv = ["yolo", *_arguments(argv)]
     with patching.temporarily(cfg, "ARGV", argv, why="ultralytics' entry point reads its arguments from ARGV"), \
             patching.temporarily(model, "ARGV", argv, why="Model.predict tells a `yolo predict` run (save=True, "
-                                 "streamed video) from ARGV"):
+                                 "streamed video) from ARGV"), \
+            (sampler_set_to(sampler) if sampler else contextlib.nullcontext()):
         cfg.entrypoint()
 
 

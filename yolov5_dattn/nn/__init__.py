@@ -8,6 +8,7 @@ from .dattention import DAttention, select_kernel
 from .fmapsize import dattention_kwargs
 from .kernel_switch import attention_kernel, attention_kernel_set_to, set_attention_kernel
 from .layernorm import LayerNormProxy
+from .sampler_switch import sampler, sampler_set_to, set_sampler
 
 __all__ = ["DAttention", "LayerNormProxy", "attention_kernel", "attention_kernel_set_to", "dattention_kwargs",
-           "select_kernel", "set_attention_kernel"]
+           "sampler", "sampler_set_to", "select_kernel", "set_attention_kernel", "set_sampler"]

@@ -5,7 +5,8 @@ Every query attends to a small set of keys sampled at *learned* positions:
 1. offsets:  a light network looks at the queries of each offset group and predicts, for every
              point of a reference grid of key positions, a 2-D shift (bounded by tanh);
 2. sample:   keys and values are read from the input at the shifted positions with bilinear
-             interpolation (`grid_sample`), one set of positions per offset group;
+             interpolation (`grid_sample`, or the same from Gather for deployment: `sampler_switch`),
+             one set of positions per offset group;
 3. attend:   ordinary multi-head softmax attention of all queries over the sampled keys,
              plus a relative-position term (LePE depthwise conv, or a bias).
 
@@ -31,6 +32,7 @@ from torch import nn
 
 from .kernel_switch import attention_kernel
 from .layernorm import LayerNormProxy
+from .sampler_switch import bilinear
 
 try:
     from . import cpu_attention
@@ -249,9 +251,9 @@ class DAttention(nn.Module):
         if self.no_off:
             sampled = F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride)
         else:
-            sampled = F.grid_sample(x.reshape(B * self.n_groups, self.n_group_channels, H, W).float(),
-                                    pos.flip(-1).float(),  # grid_sample wants (x, y)
-                                    mode="bilinear", align_corners=True).to(x.dtype)
+            # grid_sample, or its Gather form for deployment (`sampler_switch`)
+            sampled = bilinear(x.reshape(B * self.n_groups, self.n_group_channels, H, W).float(),
+                               pos.flip(-1).float()).to(x.dtype)  # the grid is (x, y)
         return sampled.reshape(B, C, -1)
 
     # ---- relative-position bias ---------------------------------------------------------------
@@ -285,7 +287,7 @@ class DAttention(nn.Module):
         # 'table': the (2h-1)×(2w-1) table spans displacements in [-2, 2]; read it by interpolation
         table = rearrange(self.rpe_table, "(g h) y x -> g h y x", g=self.n_groups)
         table = table.unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(Bg, self.n_group_heads, *table.shape[-2:])
-        bias = F.grid_sample(table, (disp * 0.5).flip(-1).to(table.dtype), mode="bilinear", align_corners=True)
+        bias = bilinear(table, (disp * 0.5).flip(-1).to(table.dtype))
         return bias.reshape(B, self.n_heads, H * W, -1)
 
     def _resized_fixed_table(self, H: int, W: int, Hk: int, Wk: int) -> torch.Tensor:

@@ -124,7 +124,7 @@ def _check_at_first_parse(host, task: str) -> None:
         opt, rest = real(self, args, namespace)
         from yolov5_dattn.shipped import resolve_options
         resolve_options(opt)  # bare shipped names (--cfg yolov5n_c3_dattn.yaml), as the pip scripts take them
-        ours = argparse.Namespace(**{k: opt.__dict__.pop(k) for k in entrypoint.OUR_FLAGS})
+        ours = argparse.Namespace(**{k: opt.__dict__.pop(k, None) for k in entrypoint.OUR_FLAGS})
         try:
             _check(host, task, opt, ours)
         except (UserError, AssertionError) as e:  # YOLOv5's own input asserts carry a message
@@ -135,7 +135,7 @@ def _check_at_first_parse(host, task: str) -> None:
         with patching.applying("clone.check_at_first_parse"):
             summary.install_sizes(host)  # the script's functions exist now
             if task == "export":
-                _export_fails_loudly(host)
+                _export_fails_loudly(host, ours.sampler)
         return opt, rest
 
     patching.patch(argparse.ArgumentParser, "parse_known_args", parse_known_args, why=why)
@@ -155,9 +155,10 @@ def _check(host, task: str, opt, ours) -> None:
     entrypoint.check_run(opt, task, ours, general=host.module("utils.general"))
 
 
-def _export_fails_loudly(host) -> None:
+def _export_fails_loudly(host, sampler=None) -> None:
     """The clone's export.py `main(opt)` logs a failed format and exits 0; run it through
-    `entrypoint.run_export` instead (UserError, so exit 2, and no half-written file, when a format failed)."""
+    `entrypoint.run_export` instead (UserError, so exit 2, and no half-written file, when a format failed),
+    with DAttention's `sampler` (--sampler, None for the formats' default)."""
     from . import entrypoint
     script = host.loaded("export")
     if script is None or not callable(getattr(script, "run", None)):
@@ -166,7 +167,7 @@ def _export_fails_loudly(host) -> None:
 
     def main(opt):
         """export.py's main through `entrypoint.run_export`: a format that was not written is exit 2."""
-        return entrypoint.run_export(script, opt)
+        return entrypoint.run_export(script, opt, sampler)
 
     patching.patch(script, "main", main, why="a clone's export fails loudly when a format was not written")
 

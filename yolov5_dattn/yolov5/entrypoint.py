@@ -31,7 +31,7 @@ TASKS: Dict[str, str] = {
     "segment-predict": "yolov5.segment.predict",
 }
 TRAIN_TASKS = ("train", "segment-train")
-OUR_FLAGS = ("trust_checkpoint",)
+OUR_FLAGS = ("trust_checkpoint", "sampler")  # "sampler": export only (None elsewhere)
 MIN_ONNX_OPSET = 16  # grid_sample (DAttention's key sampling) needs opset 16
 
 
@@ -44,6 +44,13 @@ def add_our_flags(parser: argparse.ArgumentParser, task: str, pip_defaults: bool
                        help="load --weights/--resume checkpoints with full pickle even if they name classes "
                             "outside the safe allowlist (only for files whose source you trust: a pickle can "
                             "run code)")
+    if task == "export":
+        from yolov5_dattn.nn.sampler_switch import CHOICES
+        group.add_argument("--sampler", choices=CHOICES, default=None,
+                           help="how DAttention's bilinear key sampling is exported: grid_sample (one GridSample "
+                                "node) or gather (Gather and arithmetic, for runtimes without a reliable "
+                                "GridSample: TensorRT, TFLite, CoreML, ...). Default: grid_sample when every "
+                                "--include format reads GridSample (torchscript, onnx, openvino), else gather")
     if not pip_defaults:
         return
     if task in TRAIN_TASKS:
@@ -117,7 +124,7 @@ def parse(task: str, argv: Sequence[str], prog: Optional[str] = None, echo: Opti
                 raise
             flag = next((a for a, v in zip(argv, argv[1:]) if a.startswith("--") and v == missing), "a path")
             raise UserError(f"{flag} {missing} not found: check the path") from None
-    ours = argparse.Namespace(**{k: opt.__dict__.pop(k) for k in OUR_FLAGS})
+    ours = argparse.Namespace(**{k: opt.__dict__.pop(k, None) for k in OUR_FLAGS})
     return opt, ours
 
 
@@ -225,31 +232,37 @@ def export_formats_requested(opt) -> List[str]:
     return [x.strip().lower() for item in include for x in str(item).split(",") if x.strip()]
 
 
-def check_export(opt, models) -> None:
-    """ONNX export of DAttention needs opset >= 16 (grid_sample); every --include format must be able to run
-    here (`deploy.check_formats`: its tools installed, nothing installed at run time)."""
+def check_export(opt, models, sampler: Optional[str] = None) -> None:
+    """ONNX export of DAttention with the grid_sample sampler needs opset >= 16 (`sampler`: --sampler, None for
+    the formats' default, `export_sampler`); every --include format must be able to run here
+    (`deploy.check_formats`: its tools installed, nothing installed at run time)."""
+    from yolov5_dattn.export_sampler import export_sampler
     from yolov5_dattn.nn.dattention import DAttention
     from .deploy import check_formats
     include = export_formats_requested(opt)
     has_dattention = any(isinstance(m, DAttention) for model in models for m in model.modules())
-    if {"onnx", "openvino"} & set(include) and has_dattention and opt.opset < MIN_ONNX_OPSET:
+    if ({"onnx", "openvino"} & set(include) and has_dattention and opt.opset < MIN_ONNX_OPSET
+            and export_sampler(include, sampler) == "grid_sample"):
         raise UserError(f"--opset {opt.opset} cannot express grid_sample (used by DAttention): "
-                        f"use --opset {MIN_ONNX_OPSET} or higher (default 17)")
+                        f"use --opset {MIN_ONNX_OPSET} or higher (default 17), or --sampler gather")
     check_formats(opt, include, has_dattention)
 
 
 # ---- running --------------------------------------------------------------------------------------
-def run_export(module, opt) -> None:
+def run_export(module, opt, sampler: Optional[str] = None) -> None:
     """YOLOv5's export.main loop, but failing (UserError) when a requested format was not written.
 
+    DAttention samples its keys with `sampler` (--sampler; None: the formats' default, `export_sampler`).
     A format that failed after writing part of its output (e.g. an .onnx that then failed its check) has
     that file removed, so nothing half-written is left behind.
     """
+    from yolov5_dattn.export_sampler import export_sampler
+    from yolov5_dattn.nn.sampler_switch import sampler_set_to
     from .deploy import openvino_half_on_cpu, output_path
     include = export_formats_requested(opt)
     for weights in _weights_list(opt):
         start = time.time()
-        with openvino_half_on_cpu(opt, include):
+        with openvino_half_on_cpu(opt, include), sampler_set_to(export_sampler(include, sampler)):
             written = module.run(**{**vars(opt), "weights": weights, "include": include})
         missing = [fmt for fmt in include if not any(_is_format(f, fmt) for f in written)]
         # OpenVINO and TensorRT are converted from an ONNX file YOLOv5 writes first: not wanted when they failed
@@ -269,14 +282,15 @@ def _is_format(path: str, fmt: str) -> bool:
     return path.endswith(format_suffix(fmt)) and Path(path).exists()
 
 
-def execute(task: str, opt, callbacks=None) -> None:
-    """Call the package's own entry point for `task` with a parsed, checked `opt`."""
+def execute(task: str, opt, callbacks=None, sampler: Optional[str] = None) -> None:
+    """Call the package's own entry point for `task` with a parsed, checked `opt` (`sampler`: export's
+    --sampler)."""
     module = importlib.import_module(TASKS[task])
     if task in TRAIN_TASKS:
         from yolov5.utils.callbacks import Callbacks
         module.main(opt, callbacks if callbacks is not None else Callbacks())
     elif task == "export":
-        run_export(module, opt)
+        run_export(module, opt, sampler)
     elif task in ("val", "detect"):
         # their main() re-parses the command line; hand it the namespace we already checked
         parse_opt, module.parse_opt = module.parse_opt, lambda: opt
@@ -305,7 +319,7 @@ def check_run(opt, task: str, ours, general=None) -> None:
     models = check_weights(opt, task)
     check_inputs(opt, task, general)
     if task == "export":
-        check_export(opt, models)
+        check_export(opt, models, getattr(ours, "sampler", None))
     preflight(opt, task, models=models)
 
 
@@ -332,7 +346,7 @@ def main(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = 
         from yolov5.utils.general import LOGGER
         for line in echo:
             LOGGER.info(line)
-        execute(task, opt, callbacks)
+        execute(task, opt, callbacks, getattr(ours, "sampler", None))
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
