@@ -63,21 +63,23 @@ def test_yolo_builds_the_named_scale_from_the_folder(tmp_path, folder, case):
     assert params(model) != reference(case, "s" if scale == "n" else "n")  # the count tells the scales apart
 
 
-def test_without_the_repair_the_same_build_fails(tmp_path):
-    """The control, in this process: with the change undone, ultralytics looks in a mangled folder."""
+def test_without_the_repair_the_same_build_fails(tmp_path, monkeypatch):
+    """The control, in this process: with the change undone, ultralytics looks in a mangled folder. (Paths relative
+    to tmp_path here, so that only the folder named here can be mangled, whatever pytest's own folders are called.)"""
     from ultralytics import YOLO
 
     from yolov5_dattn import patching
     from yolov5_dattn.ultralytics import scale_from_name
-    asked = place(tmp_path / "tmp.ab3mcd", "shipped")
+    place(tmp_path / "tmp.ab3mcd", "shipped")
+    monkeypatch.chdir(tmp_path)
+    asked = "tmp.ab3mcd/yolo11n-c3k2-dattn.yaml"
     assert patching.undo(where=lambda change: change.why == scale_from_name.WHY) == 1
     try:
-        with pytest.raises(FileNotFoundError, match="does not exist") as raised:
-            YOLO(str(asked))
-        assert str(asked.parent) not in str(raised.value)  # the folder it looked in is not the file's
+        with pytest.raises(FileNotFoundError, match="^'tmp.ab3cd/yolo11n-c3k2-dattn.yaml' does not exist"):
+            YOLO(asked)
     finally:
         assert scale_from_name.apply()
-    assert params(YOLO(str(asked)).model) == reference("shipped", "n")
+    assert params(YOLO(asked).model) == reference("shipped", "n")
 
 
 STOCK = """
@@ -95,24 +97,26 @@ print(json.dumps(out))
 
 def test_stock_ultralytics_fails_for_those_folders(tmp_path):
     """The control, in a fresh process without the plugin: ultralytics' own yolo11.yaml, asked for as yolo11n.yaml,
-    is not found in those folders, and builds from a folder without such a pair."""
+    is not found in those folders, and builds from a folder without such a pair. (Paths relative to tmp_path, so
+    that only the folders named here can be mangled, whatever pytest's own folders are called.)"""
     from ultralytics import YOLO
     stock = baseline.models_dir() / "11" / "yolo11.yaml"
     asked = []
     for folder in FOLDERS + ["plain"]:
         (tmp_path / folder).mkdir()
         shutil.copy(stock, tmp_path / folder / "yolo11.yaml")
-        asked.append(tmp_path / folder / "yolo11n.yaml")
-    run = subprocess.run([sys.executable, "-c", STOCK, *map(str, asked)], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=600)
+        asked.append(f"{folder}/yolo11n.yaml")
+    run = subprocess.run([sys.executable, "-c", STOCK, *asked], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "yolov5_dattn" not in run.stdout + run.stderr
     built = json.loads(run.stdout.strip().splitlines()[-1])
-    for path in asked[:-1]:
-        assert "does not exist" in built[str(path)] and str(path.parent) not in built[str(path)], built[str(path)]
-    assert built[str(asked[-1])] == params(YOLO("yolo11n.yaml").model)  # ultralytics' own scale-n build
+    assert [built[path] for path in asked[:-1]] == [
+        "'tmp.ab3cd/yolo11n.yaml' does not exist", "'proj2/yolo11n.yaml' does not exist",
+        "'v5/yolo11n.yaml' does not exist"]
+    assert built[asked[-1]] == params(YOLO("yolo11n.yaml").model)  # ultralytics' own scale-n build
     # with the plugin, here, the same files build at scale n
-    assert all(params(YOLO(str(path)).model) == built[str(asked[-1])] for path in asked[:-1])
+    assert all(params(YOLO(str(tmp_path / path)).model) == built[asked[-1]] for path in asked[:-1])
 
 
 def last_params(run: Path) -> int:
