@@ -26,6 +26,8 @@ settings, environment, network access, loaders or AMP decision:
    exports are written to a temp name and renamed when complete (a kill or a full disk loses nothing).
 10. `input checks` (policy): train / val / predict / export and the model loaders refuse bad input (data, model,
    source, numbers, device, project) in one line before any run folder is made (`input_checks`).
+11. `label caches` (policy): a dataset's `labels/*.cache` is read with restricted unpickling (numpy's arrays only);
+   one that could run code is refused with one warning and rebuilt from the labels (`label_caches`).
 
 Every change is made through `yolov5_dattn.patching` (`patching.changes("ultralytics")` lists them).
 Tested with ultralytics `registry.TESTED_RANGE`; another parse_model shape is refused in one line.
@@ -79,14 +81,15 @@ def use_policy() -> None:
         return
     install()
     from yolov5_dattn.core.offline_env import set_offline_environment
-    from . import atomic_saves, checkpoints, data_download, input_checks, offline, resume
+    from . import atomic_saves, checkpoints, data_download, input_checks, label_caches, offline, resume
     set_offline_environment()
     offline.apply()
     checkpoints.apply()
     data_download.apply()
     resume.apply()
     atomic_saves.apply()
-    input_checks.apply()  # last: its checks wrap the others', so they run first
+    input_checks.apply()  # after the loaders' steps: its checks wrap theirs, so they run first
+    label_caches.apply()  # wraps nothing input_checks checks
     _policy = True
 
 

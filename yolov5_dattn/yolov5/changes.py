@@ -87,6 +87,8 @@ STEPS: List[Step] = [
          "prints 'skipping check' or asks github.com for updates"),
     Step("compat:shim_video_end_read", "model", "utils.dataloaders.LoadImages._new_video", "utils/dataloaders.py:291",
          "OpenCV logs an [ERROR] line at the end of every video"),
+    Step("label_caches:install", "model", "np.load as seen from utils.dataloaders", "utils/dataloaders.py:492",
+         "np.load(allow_pickle=True) of a dataset's labels/*.cache: a planted cache runs code"),
     Step("compat:shim_backend_names_literal", "model", "models.common.eval, DetectMultiBackend.__init__",
          "models/common.py:380", "eval(meta['names']) runs code from a crafted .onnx"),
     Step("compat:shim_openvino_runtime", "model", "models.common.DetectMultiBackend.__init__", "models/common.py:384",
