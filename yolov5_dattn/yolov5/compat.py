@@ -147,7 +147,8 @@ def shim_quiet_pkg_resources_warning() -> None:
 
 def shim_offline_ultralytics() -> None:
     """ultralytics (imported by yolov5) probes DNS at import unless told it is offline."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from yolov5_dattn.core.offline_env import set_offline_environment
+    set_offline_environment()
 
 
 def shim_numpy_trapz() -> None:
