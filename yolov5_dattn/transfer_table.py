@@ -14,10 +14,12 @@ import torch
 
 ATTENTION_KEY = ".attention."  # Bottleneck_DAttention.attention: every such DAttention tensor's name has it
 LAYER_SCALE_KEY = ".layer_scale."  # the safe insertion's per-channel scale of that attention (new with it)
+SCORER_KEY = ".query_scorer."  # a sparse DAttention's query scorer (query_ratio < 1; a dense one has none)
 
 # reason -> table label, in table order
 ROWS = OrderedDict([
     ("transferred", "transferred from the checkpoint"),
+    ("scorer", "fresh: query scorers (query_ratio < 1)"),
     ("attention", "fresh: DAttention layers (not in a baseline)"),
     ("shape", "fresh: shape differs (e.g. Detect for another nc)"),
     ("excluded", "fresh: excluded by name"),
@@ -31,6 +33,8 @@ class TransferReport:
     keys: Dict[str, List[str]] = field(default_factory=lambda: {reason: [] for reason in ROWS})
     values: Dict[str, int] = field(default_factory=lambda: {reason: 0 for reason in ROWS})
     unused: int = 0  # checkpoint tensors the new model has no place for
+    unused_scorers: int = 0  # of those, query-scorer tensors (a sparse checkpoint into a dense model)
+    checkpoint_attention: bool = False  # the checkpoint has DAttention tensors (not a baseline)
     attention_modules: List[str] = field(default_factory=list)  # the DAttention modules that start fresh
 
     @property
@@ -74,6 +78,8 @@ def summarise(checkpoint: Mapping[str, torch.Tensor], model: Mapping[str, torch.
     for key, tensor in model.items():
         if key in transferred:
             reason = "transferred"
+        elif SCORER_KEY in key:  # before the attention rule: the rest of its DAttention may well transfer
+            reason = "scorer"
         elif is_attention(key):
             reason = "attention"
         elif any(x in key for x in exclude):
@@ -85,6 +91,8 @@ def summarise(checkpoint: Mapping[str, torch.Tensor], model: Mapping[str, torch.
         report.keys[reason].append(key)
         report.values[reason] += tensor.numel()
     report.unused = sum(1 for key in checkpoint if key not in model)
+    report.unused_scorers = sum(1 for key in checkpoint if key not in model and SCORER_KEY in key)
+    report.checkpoint_attention = any(is_attention(key) for key in checkpoint)
     report.attention_modules = sorted({m for m in (_module_of(k, prefixes) for k in report.keys["attention"]) if m})
     return report
 
@@ -100,4 +108,10 @@ def format_table(report: TransferReport, source: str = "checkpoint", rows: Mappi
         lines.append(f"  fresh DAttention: {', '.join(report.attention_modules)}")
     if report.unused:
         lines.append(f"  {report.unused} checkpoint tensors have no place in the new model (unused)")
+    if report.keys["scorer"] and report.checkpoint_attention:
+        lines.append("  query scorers start fresh: the checkpoint's DAttention attends with every query "
+                     "(query_ratio 1), this model with the top query_ratio of them")
+    if report.unused_scorers:
+        lines.append(f"  {report.unused_scorers} of them are query-scorer tensors: the checkpoint's DAttention "
+                     f"attends with its top queries (query_ratio < 1), this model's with every query")
     return "\n".join(lines)

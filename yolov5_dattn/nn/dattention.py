@@ -10,6 +10,9 @@ Every query attends to a small set of keys sampled at *learned* positions:
 3. attend:   ordinary multi-head softmax attention of all queries over the sampled keys,
              plus a relative-position term (LePE depthwise conv, or a bias).
 
+With `query_ratio` ρ < 1 (sparse queries, `query_selection`), a light scorer picks the ceil(ρ·H·W) most salient
+query positions before step 3 and only those attend; the others get no attention term.
+
 Coordinates are normalised to [-1, 1] as `grid_sample(align_corners=True)` expects, stored (y, x).
 Parameter names follow the published YOLOv5 recipe so that weights move between the two.
 
@@ -32,6 +35,7 @@ from torch import nn
 
 from .kernel_switch import attention_kernel
 from .layernorm import LayerNormProxy
+from .query_selection import QueryScorer, check_query_ratio
 from .sampler_switch import bilinear
 
 try:
@@ -112,6 +116,12 @@ class DAttention(nn.Module):
         no_off: no offsets; keys are the input average-pooled by `stride` (an ablation of DAT).
         ksize: kernel of the depthwise conv of the offset network.
         kv_size: (h, w) of the key grid for `fixed_pe`; defaults to q_size // stride.
+        query_ratio: ρ in (0, 1], the share of query positions that attend (Sparse DETR's idea): a scorer
+            (`query_selection.QueryScorer`, key `query_scorer`) ranks the H·W positions from the input and the
+            k = ceil(ρ·H·W) best attend, their outputs gated by 2·sigmoid(score); the others get no attention
+            term (they keep the position term and the output projection's bias). Keys, values and offsets stay
+            dense. 1.0 (the default): every query attends and the module has no scorer (same parameters and
+            state-dict keys as without the argument).
 
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
@@ -139,8 +149,9 @@ class DAttention(nn.Module):
                  attn_drop: float = 0.0, proj_drop: float = 0.0, stride: int = 1,
                  offset_range_factor: float = 4, use_pe: bool = True, dwc_pe: bool = True,
                  no_off: bool = False, fixed_pe: bool = False, ksize: int = 3, log_cpb: bool = False,
-                 kv_size: Optional[Sequence[int]] = None):
+                 kv_size: Optional[Sequence[int]] = None, query_ratio: float = 1.0):
         super().__init__()
+        query_ratio = check_query_ratio(query_ratio)
         if not (isinstance(n_heads, int) and isinstance(n_groups, int) and n_heads > 0 and n_groups > 0):
             raise ValueError(f"DAttention: n_heads ({n_heads!r}) and n_groups ({n_groups!r}) must be positive "
                              f"integers: e.g. n_heads 8, n_groups 4")
@@ -163,6 +174,9 @@ class DAttention(nn.Module):
         self.dwc_pe, self.fixed_pe, self.log_cpb = dwc_pe, fixed_pe, log_cpb
         self.record = False
         self.recorded = None
+        self.query_ratio = query_ratio
+        if query_ratio < 1.0:  # only then: a dense module keeps its parameters and state-dict keys
+            self.query_scorer = QueryScorer(channel, query_ratio)
 
         gc = self.n_group_channels
         self.conv_offset = nn.Sequential(
@@ -338,7 +352,8 @@ class DAttention(nn.Module):
         """Args: x (B, C, H, W). Returns: (B, C, H, W).
 
         With `record` on, `self.recorded` holds detached tensors: `pos` and `reference`
-        (B, g, Hk, Wk, 2) in normalised (y, x), and `attn` (B, heads, H·W, Hk·Wk).
+        (B, g, Hk, Wk, 2) in normalised (y, x), and `attn` (B, heads, H·W, Hk·Wk); with `query_ratio` < 1 also
+        `selected` (B, k), the positions that attended (the other rows of `attn` are zero).
         """
         B, C, H, W = x.shape
         n = self.n_heads
@@ -357,14 +372,27 @@ class DAttention(nn.Module):
         kv_bias = torch.cat((self.proj_k.bias, self.proj_v.bias))
         k, v = F.linear(keys, kv_weight, kv_bias).chunk(2, dim=-1)  # 2 × (B, Ns, C)
 
+        bias = self.position_bias(H, W, pos)
+        # (select queries) with query_ratio < 1 only the k most salient queries attend
+        scorer = getattr(self, "query_scorer", None)  # modules pickled before the option have none
+        chosen = scorer(x) if scorer is not None else None
+        if chosen is not None:
+            q = chosen.gather(q)  # (B, k, C)
+            bias = None if bias is None else chosen.gather_rows(bias)
+
         c = self.n_head_channels
         heads = lambda t: t.reshape(B, -1, n, c).transpose(1, 2)  # (B, L, C) -> (B, heads, L, c) view
-        out, attn = self.attend(heads(q), heads(k), heads(v), self.position_bias(H, W, pos))
+        out, attn = self.attend(heads(q), heads(k), heads(v), bias)
+        out = out.transpose(1, 2).flatten(2)  # (B, M, C) tokens, M = HW or k
+        if chosen is not None:
+            out = chosen.scatter(out, like=q_map.flatten(2).transpose(1, 2))  # (B, HW, C), 0 where not selected
         if self.record:
             self.recorded = {"pos": pos.detach().reshape(B, self.n_groups, *pos.shape[1:]),
                              "reference": reference.detach().reshape(B, self.n_groups, *pos.shape[1:]),
-                             "attn": attn.detach()}
-        out = out.transpose(1, 2).flatten(2).transpose(1, 2)  # (B, C, HW) view of the tokens
+                             "attn": (attn if chosen is None else chosen.scatter_rows(attn, H * W)).detach()}
+            if chosen is not None:
+                self.recorded["selected"] = chosen.index.detach()
+        out = out.transpose(1, 2)  # (B, C, HW) view of the tokens
         if self.pe_kind == "dwc":
             out = self.rpe_table(q_map).flatten(2) + out  # the conv's output first: the sum takes its layout
         # the output projection as W·out, which lands in NCHW directly: YOLOv5's next layers want an ordinary

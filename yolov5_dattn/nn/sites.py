@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .dattention import DAttention
+from .query_selection import selected_count, smallest_query_ratio
 
 HW = Tuple[int, int]
 
@@ -48,6 +49,36 @@ class AttentionSite:
     def input_for(self, hw: Sequence[int]) -> HW:
         """The input size (h, w) in pixels whose feature map is `hw`."""
         return int(hw[0]) * self.stride, int(hw[1]) * self.stride
+
+    @property
+    def query_ratio(self) -> float:
+        """The share of query positions that attend (`DAttention(query_ratio=...)`; 1.0 without a scorer)."""
+        scorer = getattr(self.module, "query_scorer", None)
+        return 1.0 if scorer is None else float(scorer.ratio)
+
+    def queries(self, input_hw: Sequence[int]) -> Tuple[int, int]:
+        """(k, H·W): the queries that attend and all of them, on the map of an input of `input_hw` pixels."""
+        h, w = self.fmap(input_hw)
+        ratio = self.query_ratio
+        return (selected_count(h * w, ratio) if ratio > 0 else 0), h * w
+
+    def query_problem(self, input_hw: Sequence[int]) -> Optional[str]:
+        """None when the layer's query_ratio selects between 1 and all of the queries at `input_hw`; else what
+        is wrong, with the smallest ratio that works there (a module built by DAttention always passes: its
+        constructor refuses a ratio outside (0, 1]; this catches a loaded model whose ratio was changed)."""
+        k, n = self.queries(input_hw)
+        if 0.0 < self.query_ratio <= 1.0 and 1 <= k <= n:
+            return None
+        return (f"{self.name}: query_ratio {self.query_ratio:g} selects {k} of the {n} queries of its "
+                f"{fmt(self.fmap(input_hw))} map: use a query_ratio in (0, 1]; the smallest that works there is "
+                f"{smallest_query_ratio(n):.4g} (1 query), 1.0 attends with all")
+
+    def queries_text(self, input_hw: Sequence[int]) -> str:
+        """', query_ratio 0.25: 1600 of 6400 queries attend' for a sparse layer at `input_hw`; '' for a dense one."""
+        if getattr(self.module, "query_scorer", None) is None:
+            return ""
+        k, n = self.queries(input_hw)
+        return f", query_ratio {self.query_ratio:g}: {k} of {n} queries attend"
 
     @property
     def smallest_side(self) -> int:

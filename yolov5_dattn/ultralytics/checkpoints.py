@@ -60,8 +60,10 @@ def allowed_classes() -> Dict[str, type]:
     from yolov5_dattn.nn.dattention import DAttention
     from yolov5_dattn.nn.layernorm import LayerNormProxy
     from yolov5_dattn.nn.layerscale import LayerScale
+    from yolov5_dattn.nn.query_selection import QueryScorer
     from . import blocks
-    classes = [DAttention, LayerNormProxy, LayerScale, *(getattr(blocks, name) for name in blocks.__all__)]
+    classes = [DAttention, LayerNormProxy, LayerScale, QueryScorer,
+               *(getattr(blocks, name) for name in blocks.__all__)]
     return {f"{c.__module__}.{c.__qualname__}": c for c in classes}
 
 

@@ -271,7 +271,11 @@ def check_plan(sites: Sequence[AttentionSite], plan: Plan) -> Verdict:
     verdict, said = Verdict(), set()
     for site in sites:
         _refuse_small(site, plan)
-        head = f"DAttention {site.name}: stride {site.stride}, {site.variant}, declared {fmt(site.declared)}"
+        problem = site.query_problem(plan.hw)
+        if problem:
+            raise FeatureMapError(f"{problem} ({_given_text(plan)})")
+        head = (f"DAttention {site.name}: stride {site.stride}, {site.variant}{site.queries_text(plan.hw)}, "
+                f"declared {fmt(site.declared)}")
         if site.size_fixed:
             notes = Verdict()
             _enforce(site, plan, notes, said)

@@ -93,8 +93,8 @@ def by_layer(report: TransferReport, model: torch.nn.Module, checkpoint: Mapping
     if none:
         lines.append(f"  layers {_ranges(none, empty)}: nothing transferred "
                      f"({sum(len(k) for i in none for k in reasons[i].values())} tensors fresh)")
-    labels = {"attention": "fresh (DAttention)", "shape": "fresh (shape differs", "excluded": "fresh (excluded)",
-              "missing": "fresh (not in the checkpoint)"}
+    labels = {"scorer": "fresh (query scorer)", "attention": "fresh (DAttention)", "shape": "fresh (shape differs",
+              "excluded": "fresh (excluded)", "missing": "fresh (not in the checkpoint)"}
     rest = [i for i in reasons if i not in full and i not in none]
     for index in sorted(rest, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i)):
         parts = [f"{len(reasons[index].get('transferred', []))} transferred"]

@@ -73,9 +73,10 @@ def allowlist() -> List[Any]:
         from yolov5.models import common, experimental, yolo
 
         from . import blocks
-        from yolov5_dattn.nn import dattention, layernorm, layerscale
+        from yolov5_dattn.nn import dattention, layernorm, layerscale, query_selection
         classes = []
-        for module in (common, experimental, yolo, blocks, dattention, layernorm, layerscale, *_host_model_modules):
+        for module in (common, experimental, yolo, blocks, dattention, layernorm, layerscale, query_selection,
+                       *_host_model_modules):
             classes += _module_classes(module)
         _allowlist = [*classes, *_torch_nn_classes(), *_numpy_reconstructors(),
                       pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath, pathlib.WindowsPath]

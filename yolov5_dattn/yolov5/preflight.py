@@ -282,7 +282,10 @@ def check_sizes(opt, task: str, model) -> List[str]:
     plan = _Plan(opt, task, gs)
     lines = []
     for site in sites:
-        head = (f"DAttention {site.name}: stride {site.stride}, {site.variant}, declared "
+        problem = site.query_problem(plan.hw)
+        if problem:
+            raise UserError(f"{problem} (--imgsz {_imgsz_text(opt)})")
+        head = (f"DAttention {site.name}: stride {site.stride}, {site.variant}{site.queries_text(plan.hw)}, declared "
                 f"{fmap.fmt(site.declared)}")
         if site.size_fixed:
             lines += [f"{head}; runs at {fmap.fmt(site.declared)} only"] + plan.enforce(site)
