@@ -212,7 +212,8 @@ def test_changes_list_documents_every_step_that_made_a_change():
     out = result.stdout
     from yolov5_dattn.yolov5 import changes
     headers = [line for line in out.splitlines() if line and not line.startswith(("  ", "process settings"))]
-    assert headers and all("(YOLOv5 " in h for h in headers), headers  # no change outside a documented step
+    assert headers and all(", YOLOv5 " in h for h in headers), headers  # no change outside a documented step
+    assert {h.split("(")[1].split(",")[0] for h in headers} <= {"plugin", "repair", "policy"}
     names = {h.split()[0] for h in headers}
     assert {"compat.shim_fonts_offline", "registry.install_hook", "summary.install", "shipped.install",
             "compat.shim_resume_beside_checkpoint", "summary.install_sizes", "data_yaml.install",
@@ -229,6 +230,7 @@ def test_steps_are_ordered_and_documented():
     from yolov5_dattn.yolov5 import changes
     for step in changes.STEPS:
         assert step.phase in changes.PHASES and step.why and step.line and step.targets
+        assert step.kind in ("plugin", "repair", "policy")
         assert callable(step.resolve()), step.name
     model = [s.name for s in changes.steps("model")]
     assert model.index("compat.shim_no_dataset_downloads") < model.index("compat.shim_backend_names_literal")

@@ -6,7 +6,6 @@ Models are yolo11n-c3k2-dattn (two DAttention at P5/32) with the fmapsize edited
 `project=` in tmp_path that must not exist afterwards.
 """
 import contextlib
-import re
 import os
 import subprocess
 import sys
@@ -299,19 +298,21 @@ def test_layerscale_yaml_builds_and_its_checkpoint_loads_safely(cfgs, tmp_path):
 
 # ---- changes / registry --host ultralytics -----------------------------------------------------------------------
 def test_changes_and_registry_for_the_ultralytics_host(capsys):
-    from yolov5_dattn.cli.changes import changes_main, registry_main, ultralytics_steps
+    from yolov5_dattn.cli.changes import changes_main, registry_main
     # a fresh Python: only the ultralytics host installed (in this process, earlier tests installed YOLOv5's too)
     out = subprocess.run([sys.executable, "-m", "yolov5_dattn", "changes", "--host", "ultralytics"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     groups = [line for line in out.splitlines() if not line.startswith(" ")]
-    documented = [re.match(r"\d+\. `([^`]+)`", step).group(1) for step in ultralytics_steps()]
+    from yolov5_dattn.ultralytics.changes import STEPS
     # every documented step made its changes, in the documented order: plugin steps first, then the policy
-    assert groups == documented and groups[:4] == ["registry", "flops", "transfer report", "fmap checks"]
+    assert groups == [f"{s.name}  ({s.kind})" for s in STEPS]
+    assert [s.kind for s in STEPS] == sorted((s.kind for s in STEPS), key=["plugin", "policy"].index)
     assert "  ultralytics.nn.tasks.C3k2_DAttention: a DAttention block" in out
     assert f"  ultralytics.engine.model.Model.train: {fmap_checks.WHY}" in out
     assert changes_main(["--host", "ultralytics", "--steps"]) == 0
     steps = capsys.readouterr().out.splitlines()
-    assert steps[0].startswith("1. `registry` (plugin)") and any(s.startswith("7. `safe loading` (policy)") for s in steps)
+    assert steps[0].split()[:2] == ["plugin", "registry"] and "(ultralytics 8.4.190 nn/tasks.py:" in steps[0]
+    assert steps[1].startswith("        nn.tasks.parse_model")
     assert registry_main(["--host", "ultralytics"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert set(rows) == {"Bottleneck_DAttention", "C2f_DAttention", "C3k_DAttention", "C3k2_DAttention",

@@ -15,27 +15,20 @@ HOSTS = ("yolov5", "ultralytics")
 HOST_HELP = "which host library: yolov5 (the default: YOLOv5 7.0.14) or ultralytics (YOLOv8/11/26, RT-DETR)"
 
 
-def ultralytics_steps() -> List[str]:
-    """The numbered steps of `yolov5_dattn.ultralytics`' docstring ('1. `offline`: ...'), one string each."""
-    import yolov5_dattn.ultralytics as host
-    steps: List[str] = []
-    for line in (host.__doc__ or "").splitlines():
-        if re.match(r"^\d+\. ", line):
-            steps.append(line.strip())
-        elif steps and line.startswith("   ") and line.strip():  # a step's continuation line
-            steps[-1] += " " + line.strip()
-        elif steps:  # the blank line after the list
-            break
-    return steps
-
-
 def _ultralytics_changes(steps: bool) -> int:
     """`changes --host ultralytics`: the documented steps, or every change in place grouped by step."""
     import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    from yolov5_dattn.core.steps import table
+    from yolov5_dattn.ultralytics.changes import STEPS
     if steps:
-        for step in ultralytics_steps():
-            print(step)
+        print(table(STEPS, "ultralytics 8.4.190"))
         return 0
+    from yolov5_dattn import patching
+    documented = {s.name: s for s in STEPS}
+    _print_changes(patching.changes("ultralytics"),
+                   lambda change: change.step + (f"  ({documented[change.step].kind})"
+                                                 if change.step in documented else "  (undocumented)"))
+    return 0
     from yolov5_dattn import patching
     _print_changes(patching.changes("ultralytics"), lambda change: change.step or "(no step)")
     return 0
@@ -69,23 +62,23 @@ def changes_main(argv: Sequence[str], prog: str = "yolov5-dattn changes") -> int
                                      "made.")
     parser.add_argument("--host", choices=HOSTS, default="yolov5", help=HOST_HELP)
     parser.add_argument("--steps", action="store_true",
-                        help="list the documented steps instead, applied or not (yolov5: "
-                             "yolov5_dattn/yolov5/changes.py; ultralytics: yolov5_dattn/ultralytics/__init__.py)")
+                        help="list the documented steps instead, applied or not, as one typed table (kind plugin / "
+                             "repair / policy, host file:line, why): yolov5_dattn/yolov5/changes.py, "
+                             "yolov5_dattn/ultralytics/changes.py")
     opt = parser.parse_args(list(argv))
     if opt.host == "ultralytics":
         return _ultralytics_changes(opt.steps)
     from yolov5_dattn.yolov5 import changes
     if opt.steps:
-        for step in changes.STEPS:
-            note = " [process setting]" if step.process else ""
-            print(f"{step.phase:<13} {step.name:<42} {step.line}{note}\n{'':<14}{step.targets}: {step.why}")
+        from yolov5_dattn.core.steps import table
+        print(table(changes.STEPS, "YOLOv5 7.0.14"))
         return 0
     from yolov5_dattn import patching
     _full_install()
 
     def heading(change) -> str:
         step = changes.step_of(change)
-        return f"{change.step or '(no step)'}" + (f"  (YOLOv5 {step.line})" if step is not None else "")
+        return f"{change.step or '(no step)'}" + (f"  ({step.kind}, YOLOv5 {step.line})" if step is not None else "")
     _print_changes(patching.changes(), heading)
     process = [s for s in changes.STEPS if s.process]
     if process:
