@@ -12,54 +12,32 @@
 A module whose weights are wanted (`DAttention.record`) runs the explicit form whatever the switch says.
 Tests and benchmarks flip this switch (`attention_kernel_set_to`) rather than replace module attributes.
 """
-import contextlib
 import os
-from typing import Iterator, Optional
+from typing import ContextManager
+
+from .process_choice import ProcessChoice
 
 __all__ = ["ENV", "CHOICES", "attention_kernel", "set_attention_kernel", "attention_kernel_set_to"]
 
 ENV = "YOLOV5_DATTN_ATTENTION"
 CHOICES = ("auto", "ours", "sdpa", "explicit")
-# `YOLOV5_DATTN_CPU_KERNEL=0` turns our kernel off: the same as "sdpa"
-_LEGACY_ENV = "YOLOV5_DATTN_CPU_KERNEL"
+_OFF_ENV = "YOLOV5_DATTN_CPU_KERNEL"  # `=0` turns our kernel off: the same as "sdpa"
 
-_choice: Optional[str] = None
-
-
-def _check(name: str, source: str) -> str:
-    if name not in CHOICES:
-        raise ValueError(f"{source}={name!r}: choose one of {', '.join(CHOICES)}")
-    return name
-
-
-def _from_environment() -> str:
-    value = os.environ.get(ENV, "").strip().lower()
-    if value:
-        return _check(value, ENV)
-    return "sdpa" if os.environ.get(_LEGACY_ENV, "1") == "0" else "auto"
+_CHOICE = ProcessChoice(ENV, CHOICES, lambda: "sdpa" if os.environ.get(_OFF_ENV, "1") == "0" else "auto",
+                        "set_attention_kernel")
 
 
 def attention_kernel() -> str:
     """The kernel choice in force: one of `CHOICES` (the environment is read on the first call only)."""
-    global _choice
-    if _choice is None:
-        _choice = _from_environment()
-    return _choice
+    return _CHOICE.get()
 
 
 def set_attention_kernel(name: str) -> None:
     """Choose the kernel for every DAttention in this process from now on. Raises ValueError for a name not in
     `CHOICES`."""
-    global _choice
-    _choice = _check(name, "set_attention_kernel")
+    _CHOICE.set(name)
 
 
-@contextlib.contextmanager
-def attention_kernel_set_to(name: str) -> Iterator[None]:
+def attention_kernel_set_to(name: str) -> ContextManager[None]:
     """`set_attention_kernel(name)` for the duration of the block; the previous choice is restored on exit."""
-    before = attention_kernel()
-    set_attention_kernel(name)
-    try:
-        yield
-    finally:
-        set_attention_kernel(before)
+    return _CHOICE.set_to(name)

@@ -11,53 +11,36 @@
 Both compute `grid_sample(mode="bilinear", align_corners=True, padding_mode="zeros")`; `bilinear` is the one
 place that reads the switch. It is read at every call, so a model loaded from a checkpoint follows it too.
 """
-import contextlib
-import os
-from typing import Iterator, Optional
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
 
 from .gather_sampler import grid_sample_gather
+from .process_choice import ProcessChoice
 
 __all__ = ["ENV", "CHOICES", "sampler", "set_sampler", "sampler_set_to", "bilinear"]
 
 ENV = "YOLOV5_DATTN_SAMPLER"
 CHOICES = ("grid_sample", "gather")
 
-_choice: Optional[str] = None
-
-
-def _check(name: str, source: str) -> str:
-    if name not in CHOICES:
-        raise ValueError(f"{source}={name!r}: choose one of {', '.join(CHOICES)}")
-    return name
+_CHOICE = ProcessChoice(ENV, CHOICES, lambda: "grid_sample", "set_sampler")
 
 
 def sampler() -> str:
     """The sampler in force: one of `CHOICES` (the environment is read on the first call only)."""
-    global _choice
-    if _choice is None:
-        _choice = _check(os.environ.get(ENV, "").strip().lower() or "grid_sample", ENV)
-    return _choice
+    return _CHOICE.get()
 
 
 def set_sampler(name: str) -> None:
     """Choose the sampler for every DAttention in this process from now on. Raises ValueError for a name not in
     `CHOICES`."""
-    global _choice
-    _choice = _check(name, "set_sampler")
+    _CHOICE.set(name)
 
 
-@contextlib.contextmanager
-def sampler_set_to(name: str) -> Iterator[None]:
+def sampler_set_to(name: str) -> ContextManager[None]:
     """`set_sampler(name)` for the duration of the block; the previous choice is restored on exit."""
-    before = sampler()
-    set_sampler(name)
-    try:
-        yield
-    finally:
-        set_sampler(before)
+    return _CHOICE.set_to(name)
 
 
 def bilinear(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
