@@ -44,6 +44,12 @@ No memory process in this mode.
     python scripts/benchmark_attention.py --train-step configs/yolov5s_c3_dattn_p3p4p5.yaml --imgsz 640 --batch 16
     python scripts/benchmark_attention.py --configs                       # every shipped detection config's layers
     python scripts/benchmark_attention.py --configs yolov5s_c3_dattn_p3p4p5.yaml --batch 1 --json layers.json
+    python scripts/benchmark_attention.py --query-ratios 1 0.5 0.25 0.1     # sparse queries at P3/P4, s and l
+
+With --query-ratios, the layers are DAttention at --levels (default P3 P4) of the --scales (s: the channels of
+yolov5s_c3_dattn_p3p4p5's layers, 64 at P3 and 128 at P4; l: twice those), one module per ratio (`query_ratio`, the
+same weights, each scorer its own), timed in one process per case with calls rotating, and each ratio's peak
+memory in a fresh process; 'x dense' is the median over neighbouring calls of its time / the time at ratio 1.
 """
 import argparse
 import json
@@ -58,11 +64,13 @@ ROOT = Path(__file__).resolve().parents[1]
 LEVELS = {"P5": (512, 20), "P4": (256, 40), "P3": (128, 80)}  # channels, map side at --imgsz 640
 DTYPES = ("fp32", "fp16", "bf16")
 IMPLS = ("reference", "fast", "sdpa")  # sdpa: the fast module with PyTorch's kernel forced (--configs)
+SCALE_WIDTH = {"s": 0.5, "l": 1.0}  # --query-ratios: channels of the level at that scale (LEVELS are l's)
+RATIO_IMPL = "rho="  # --query-ratios: the module with query_ratio r is implementation 'rho=<r>'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS),
+    parser.add_argument("--levels", nargs="+", default=None, choices=list(LEVELS),
                         help="pyramid levels to measure: P5 (C=512, 20×20), P4 (C=256, 40×40), P3 (C=128, 80×80)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="batch sizes to measure (default 1 4 16; with --train-step one size, default 16)")
@@ -92,8 +100,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="instead of --levels: every DAttention layer of these model YAMLs (paths or shipped "
                              "names; none given: every shipped detection config) at --imgsz")
     parser.add_argument("--imgsz", type=int, default=640, help="image size for --configs and --train-step")
+    parser.add_argument("--query-ratios", type=float, nargs="+", default=None, metavar="RHO",
+                        help="instead of the table: sparse queries, one DAttention per query_ratio (include 1 for "
+                             "the dense layer the others are compared with), at --levels (default P3 P4) of --scales")
+    parser.add_argument("--scales", nargs="+", default=["s", "l"], choices=list(SCALE_WIDTH),
+                        help="model scales for --query-ratios (s: half the channels of l)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one measurement, JSON spec
     opt = parser.parse_args(argv)
+    if opt.levels is None:
+        opt.levels = ["P3", "P4"] if opt.query_ratios is not None else list(LEVELS)
     if opt.impl is None:
         opt.impl = ["reference", "fast", "sdpa"] if opt.configs is not None else ["reference", "fast"]
     return opt
@@ -170,6 +185,9 @@ def measure_case(spec: dict) -> dict:
     for impl in impls:
         if impl in ("fast", "sdpa"):  # one module: the same weights, only the kernel differs
             modules[impl] = fast
+        elif impl.startswith(RATIO_IMPL):  # --query-ratios: the same weights, a scorer of its own
+            modules[impl] = DAttention(C, (h, w), **kwargs, query_ratio=float(impl[len(RATIO_IMPL):]))
+            modules[impl].load_state_dict(fast.state_dict(), strict=False)
         else:
             modules[impl] = ReferenceDAttention(C, (h, w), **kwargs)
             modules[impl].load_state_dict(fast.state_dict())  # same weights
@@ -235,6 +253,9 @@ def measure_case(spec: dict) -> dict:
         if kernel != "explicit":  # the fused kernel's own FLOPs: QKᵀ and AV, backward twice the forward's
             result[impl]["attention_gflop"] = sum(n for op, n in counts.items()
                                                   if "attention_cpu" in op or "scaled_dot_product" in op) / 1e9
+    dense = f"{RATIO_IMPL}1.0"
+    if dense in impls:  # --query-ratios: per pair of neighbouring calls, this ratio's time / the dense layer's
+        result["paired_vs_dense"] = {impl: [t / d for t, d in zip(times[impl], times[dense])] for impl in impls}
     if "fast" in impls:  # per pair of neighbouring calls: other time / ours
         for other, key in (("reference", "paired_speedups"), ("sdpa", "paired_vs_sdpa")):
             if other in impls:
@@ -576,12 +597,84 @@ def train_step(cfg: Path, imgsz: int, batch: int, threads: int) -> dict:
             "loss": float(loss)}
 
 
+# ---- sparse queries (--query-ratios) ---------------------------------------------------------------------
+def run_sweep(opt) -> dict:
+    """Every (scale, level, batch, pass) case with one module per ratio: time (one process, calls rotating) and
+    each ratio's peak memory (a fresh process each)."""
+    base = {"device": opt.device, "threads": opt.threads}
+    dtype = (opt.dtype or ["fp32"])[0]
+    peak = in_fresh_process({**base, "what": "peak", "dtype": dtype}).get("gflops")
+    impls = [f"{RATIO_IMPL}{float(r)}" for r in opt.query_ratios]
+    rows = []
+    for scale in opt.scales:
+        for level in opt.levels:
+            channels, side = LEVELS[level]
+            channels = int(channels * SCALE_WIDTH[scale])
+            for batch in opt.batch:
+                for pass_ in opt.passes:
+                    spec = {**base, "what": "case", "dtype": dtype, "channels": channels, "side": side,
+                            "batch": batch, "pass": pass_, "runs": opt.runs, "case_seconds": opt.case_seconds}
+                    timing = in_fresh_process({**spec, "impls": impls, "measure": "time"})
+                    for impl, ratio in zip(impls, opt.query_ratios):
+                        row = {"scale": scale, "level": level, "channels": channels, "hw": [side, side],
+                               "batch": batch, "pass": pass_, "dtype": dtype, "query_ratio": float(ratio),
+                               "queries": selected_count(side * side, float(ratio)),
+                               **best_of([timing.get(impl, timing)],
+                                         in_fresh_process({**spec, "impl": impl, "measure": "memory"}))}
+                        pairs = timing.get("paired_vs_dense", {}).get(impl)
+                        if pairs:
+                            row["vs_dense"] = statistics.median(pairs)
+                        local = row.get("matmul_peak_gflops") or peak
+                        if "median_s" in row and local:
+                            row["fraction_of_peak"] = row["gflop"] / row["median_s"] / local
+                        rows.append(row)
+                        print(format_sweep_row(row), file=sys.stderr, flush=True)  # progress
+    return {"device": opt.device, "threads": opt.threads, "matmul_peak_gflops": peak, "rows": rows}
+
+
+def selected_count(n: int, ratio: float) -> int:
+    """k = ceil(ratio·n), as DAttention computes it (`yolov5_dattn.nn.query_selection`)."""
+    _import_attention_modules()
+    from yolov5_dattn.nn.query_selection import selected_count as count
+    return int(count(n, ratio))
+
+
+SWEEP_HEADER = (f"{'scale':5} {'level':5} {'C':>4} {'HxW':>6} {'B':>3} {'pass':8} | {'ratio':>5} {'queries':>7} | "
+                f"{'ms':>8} {'x dense':>7} | {'MB':>7} | {'GFLOP':>7} {'%pk':>4}")
+
+
+def format_sweep_row(row: dict) -> str:
+    h, w = row["hw"]
+    ms = f"{row['median_s'] * 1e3:.1f}" if "median_s" in row else "error"
+    vs = f"{row['vs_dense']:.2f}" if "vs_dense" in row else "-"
+    mb = f"{row['peak_mb']:.0f}" if "peak_mb" in row else "error"
+    gflop = f"{row['gflop']:.2f}" if "gflop" in row else "-"
+    pct = f"{row['fraction_of_peak'] * 100:.0f}" if "fraction_of_peak" in row else "-"
+    return (f"{row['scale']:5} {row['level']:5} {row['channels']:>4} {f'{h}x{w}':>6} {row['batch']:>3} "
+            f"{row['pass']:8} | {row['query_ratio']:>5g} {row['queries']:>7} | {ms:>8} {vs:>7} | {mb:>7} | "
+            f"{gflop:>7} {pct:>4}")
+
+
+def print_sweep(result: dict) -> None:
+    peak = result["matmul_peak_gflops"]
+    print(f"DAttention with sparse queries (query_ratio); device {result['device']}, {result['threads']} threads; "
+          f"matmul peak {peak:.0f} GFLOP/s" if peak else "matmul peak not measured")
+    print(SWEEP_HEADER)
+    print("-" * len(SWEEP_HEADER))
+    for row in result["rows"]:
+        print(format_sweep_row(row))
+    kernels = sorted({row["kernel"] for row in result["rows"] if "kernel" in row})
+    print(f"  attention kernel: {', '.join(kernels)}; 'x dense': median over neighbouring calls of time / time at "
+          f"ratio 1; MB: growth of the process high-water mark, fresh process")
+
+
 def main(argv=None) -> int:
     opt = parse_args(argv)
     if opt.worker is not None:
         return run_worker(opt.worker)
     if opt.batch is None:
-        opt.batch = [16] if opt.train_step is not None else [1, 8] if opt.configs is not None else [1, 4, 16]
+        opt.batch = ([16] if opt.train_step is not None else [1, 8] if opt.configs is not None
+                     else [1] if opt.query_ratios is not None else [1, 4, 16])
     problems = [f"--batch {b}: must be at least 1" for b in opt.batch if b < 1]
     if opt.train_step is not None and len(opt.batch) != 1:
         problems.append(f"--batch {' '.join(map(str, opt.batch))}: --train-step takes one batch size")
@@ -604,6 +697,11 @@ def main(argv=None) -> int:
         problems += ["--configs and --train-step: one at a time"] * (opt.train_step is not None)
     elif "sdpa" in opt.impl:
         problems.append("--impl sdpa: only with --configs")
+    if opt.query_ratios is not None:
+        problems += [f"--query-ratios {r:g}: each must be in (0, 1] (1: the dense layer)"
+                     for r in opt.query_ratios if not 0 < r <= 1]
+        problems += ["--query-ratios: one of --configs, --train-step or --query-ratios at a time"] * (
+            opt.configs is not None or opt.train_step is not None)
     if problems:
         print(f"error: {problems[0]}", file=sys.stderr)
         return 2
@@ -626,6 +724,9 @@ def main(argv=None) -> int:
         if opt.configs is not None:
             result = run_configs(opt)
             print_layer_table(result)
+        elif opt.query_ratios is not None:
+            result = run_sweep(opt)
+            print_sweep(result)
         else:
             result = run_table(opt)
             print_table(result)

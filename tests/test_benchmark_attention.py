@@ -122,3 +122,22 @@ def test_configs_bad_values_are_one_line_exit_2():
                           (["--impl", "sdpa"], "--impl sdpa: only with --configs")):
         proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {message}")
+
+
+def test_query_ratio_sweep_times_each_ratio_against_the_dense_layer(tmp_path):
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--query-ratios", "1", "0.25", "--scales", "s", "--levels",
+                           "P4", "--passes", "fwd", "--runs", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["scale"], r["level"], r["channels"], r["query_ratio"], r["queries"]) for r in rows] == [
+        ("s", "P4", 128, 1.0, 1600), ("s", "P4", 128, 0.25, 400)]
+    dense, sparse = rows
+    assert dense["vs_dense"] == 1.0 and sparse["vs_dense"] > 0 and sparse["peak_mb"] > 0
+    # the FLOP counter sees the attention of 400 queries instead of 1600: the layer's FLOPs drop by most of that
+    assert sparse["gflop"] < 0.5 * dense["gflop"]
+    assert "s     P4     128  40x40   1 fwd      |  0.25     400 |" in proc.stdout
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--query-ratios", "1.5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.splitlines() == [
+        "error: --query-ratios 1.5: each must be in (0, 1] (1: the dense layer)"]

@@ -19,8 +19,9 @@ def test_checkout_configs_is_a_link_to_the_shipped_folder():
 
 def test_list_configs_by_kind():
     models = shipped.list_configs("cfg")
-    # 12 recipe configs and 10 of the safe insertion (_ls); the ultralytics host's YAMLs are a kind of their own
-    assert len(models) == 22 and models[0] == "yolov5l_c3_dattn.yaml" and "segment/yolov5n-seg_c3_dattn.yaml" in models
+    # 12 recipe configs, 10 of the safe insertion (_ls), 2 with sparse queries (_sparse); the ultralytics host's
+    # YAMLs are a kind of their own
+    assert len(models) == 24 and sum(name.endswith("_sparse.yaml") for name in models) == 2 and models[0] == "yolov5l_c3_dattn.yaml" and "segment/yolov5n-seg_c3_dattn.yaml" in models
     assert sum(name.endswith("_ls.yaml") for name in models) == 10
     ultralytics = shipped.list_configs(shipped.ULTRALYTICS)
     assert "ultralytics/yolo11-c3k2-dattn.yaml" in ultralytics and not set(ultralytics) & set(models)

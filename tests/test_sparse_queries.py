@@ -301,6 +301,58 @@ def test_sparse_checkpoints_load_restricted_on_both_hosts(tmp_path):
     assert {m.query_ratio for m in ckpt["model"].modules() if isinstance(m, DAttention)} == {0.5}
 
 
+
+
+@pytest.mark.parametrize("name", ["yolov5s_c3_dattn_p3p4p5_sparse.yaml", "segment/yolov5s-seg_c3_dattn_p3p4p5_sparse.yaml",
+                                  "ultralytics/yolo11-c3k2-dattn-p3p4p5-sparse.yaml"])
+def test_shipped_sparse_configs_build_with_their_ratios_and_run(name):
+    from yolov5_dattn import shipped
+    assert name in shipped.list_configs()
+    path = REPO / "configs" / name
+    if name.startswith("ultralytics/"):
+        import yolov5_dattn.ultralytics  # noqa: F401  registers the blocks
+        from ultralytics.nn.tasks import DetectionModel
+        model = DetectionModel(str(path.with_name("yolo11n-c3k2-dattn-p3p4p5-sparse.yaml")), nc=3, verbose=False)
+        layers = {4: 0.25, 6: 0.5, 8: 1.0}
+    else:
+        from yolov5.models.yolo import Model
+        model = Model(str(path), nc=3)
+        layers = {4: 0.25, 6: 0.5, 8: 1.0}
+    for index, ratio in layers.items():
+        found = {m.query_ratio for m in model.model[index].modules() if isinstance(m, DAttention)}
+        assert found == {ratio}, (index, found)
+    model.eval()
+    with torch.no_grad(), chosen_kernels() as chosen:
+        out = model(torch.rand(1, 3, 128, 128))
+    assert chosen and torch.isfinite(out[0] if isinstance(out, (list, tuple)) else out).all()
+
+
+# ---- cost ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.5, 0.25, 0.1])
+def test_flops_count_only_the_selected_queries(ratio):
+    from yolov5_dattn.analysis.flops import count_flops, dattention_matmul_flops
+    dense = count_flops(DAttention(64, (40, 40)), imgsz=40, channels=64)
+    sparse = count_flops(DAttention(64, (40, 40), query_ratio=ratio), imgsz=40, channels=64)
+    k = selected_count(1600, ratio)
+    assert dense.attention_matmuls_of("") == dattention_matmul_flops(1, 1600, 1600, 64)
+    assert sparse.attention_matmuls_of("") == dattention_matmul_flops(1, k, 1600, 64)
+    assert sparse.attention_matmuls_of("") / dense.attention_matmuls_of("") == pytest.approx(ratio, rel=1e-3)
+    # the scorer (C -> C/4 -> 1) is what the layer pays on top: under 3 % of the dense layer's total here
+    assert 0 < sparse.total - (dense.total - dense.attention_matmuls_of("") + sparse.attention_matmuls_of("")) \
+        < 0.03 * dense.total
+
+
+def test_model_flops_of_a_sparse_yaml(tmp_path):
+    from yolov5.models.yolo import Model
+
+    from yolov5_dattn.analysis.flops import count_flops
+    dense = count_flops(Model(str(DET_CFG)), imgsz=640)
+    sparse = count_flops(Model(str(_cfg(tmp_path, "sparse", [1024, {"q_size": [20, 20], "query_ratio": 0.25}]))),
+                         imgsz=640)
+    assert sparse.attention_matmuls_of("model.8.m.0.attention") * 4 == dense.attention_matmuls_of(
+        "model.8.m.0.attention")  # 100 of the 400 queries of the 20x20 map
+
+
 # ---- export ------------------------------------------------------------------------------------------------
 class _Net(torch.nn.Module):
     """A stem, a sparse DAttention at stride 4, a head: exported as one graph."""
