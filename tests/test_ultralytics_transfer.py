@@ -257,7 +257,8 @@ def test_the_stock_checkpoint_is_read_by_the_restricted_loader(tdata, tmp_path, 
             return os.system, (f"touch {tmp_path / 'ran'}",)
 
     torch.save({"model": Evil()}, tmp_path / "evil.pt")  # runs a command if unpickled in full
-    with pytest.raises(TypeError, match="references types outside"):
+    from yolov5_dattn.ultralytics.checkpoints import CheckpointRefused
+    with pytest.raises(CheckpointRefused, match="evil.pt was not loaded: .*pass --trust-checkpoint only if"):
         YOLO(str(C3K2)).load(tmp_path / "evil.pt")
     # and as `pretrained=` of the CLI: one error line, exit status 2
     from yolov5_dattn.cli.yolo import main
@@ -265,8 +266,8 @@ def test_the_stock_checkpoint_is_read_by_the_restricted_loader(tdata, tmp_path, 
     status = main(["train", f"model={C3K2}", f"pretrained={tmp_path / 'evil.pt'}", f"data={tdata['det_yaml']}",
                    "epochs=1", *COMMON, f"project={tmp_path}", "name=evil"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and "evil.pt references types outside" in err[0]
-    assert err[0].startswith("error: yolov5-dattn yolo: pretrained=")
+    assert status == 2 and len(err) == 1 and "evil.pt was not loaded" in err[0], err
+    assert err[0].startswith("error: yolov5-dattn yolo: ") and str(tmp_path / "evil.pt") in err[0]
     assert not (tmp_path / "ran").exists()
     assert not (tmp_path / "evil").exists()  # refused before the trainer made its run folder
     # a missing file: named, and no folder either
