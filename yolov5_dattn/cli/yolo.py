@@ -90,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
-    from yolov5_dattn.trust import command_line_trust
+    from yolov5_dattn.core.trust import command_line_trust
     from yolov5_dattn.ultralytics.pretrained_check import message
     try:
         with command_line_trust(argv) as argv:  # --trust-checkpoint: full-pickle loads for this run

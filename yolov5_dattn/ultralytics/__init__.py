@@ -20,7 +20,7 @@ from .blocks import (AIFI_DAttention, Bottleneck_DAttention, C2f_DAttention, C2P
                      C3k2_DAttention, C3k_DAttention)
 from .registry import (REGISTRY, TESTED_RANGE, UnsupportedUltralytics, in_tested_range,  # noqa: E402
                        register_module, ultralytics_version)
-from yolov5_dattn.trust import trust_checkpoints  # noqa: E402  (full-pickle loads for files the user vouches for)
+from yolov5_dattn.core.trust import trust_checkpoints  # noqa: E402  (full-pickle loads for files the user vouches for)
 
 __all__ = ["AIFI_DAttention", "Bottleneck_DAttention", "C2f_DAttention", "C2PSA_DAttention", "C3k2_DAttention",
            "C3k_DAttention", "REGISTRY", "UnsupportedUltralytics", "TESTED_RANGE", "install", "register_module", "policy_applied",

@@ -314,7 +314,7 @@ def load_checkpoint(weights, trust: bool = False, flag: str = "--weights") -> nn
     refused."""
     import ultralytics.nn.tasks as tasks
 
-    from yolov5_dattn.trust import trust_checkpoints
+    from yolov5_dattn.core.trust import trust_checkpoints
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"{flag} {weights}: no such file: pass a .pt written by `yolov5-dattn yolo train`")

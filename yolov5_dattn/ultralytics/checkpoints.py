@@ -15,7 +15,7 @@ ultralytics reads `.pt` files in many places, and each decides how:
    its parts), held in a scope of the loading thread (`yolov5_dattn.weights_only`): torch's process-wide
    allowlist is exactly what it was after any load, and no other thread's load sees these classes;
 2. a file the allowlist refuses is refused before anything in it runs (`CheckpointRefused`: one line naming the
-   file and `--trust-checkpoint`); only a user who trusts it (`yolov5_dattn.trust`: the flag, or
+   file and `--trust-checkpoint`); only a user who trusts it (`yolov5_dattn.core.trust`: the flag, or
    `trust_checkpoints()`) gets a full-pickle load;
 3. YOLO-NAS (ultralytics picks it for a file name holding `yolo_nas`) is a whole pickled super-gradients model that
    only full pickle reads: refused without trust before the file is opened. SAM / SAM 2 / SAM 3 (`sam_` in the
@@ -31,9 +31,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from yolov5_dattn import patching, weights_only
+from yolov5_dattn import patching
+from yolov5_dattn.core import weights_only
 from yolov5_dattn.errors import UserError, first_sentence
-from yolov5_dattn.trust import TRUST_FLAG, trust_checkpoints, trusted
+from yolov5_dattn.core.trust import TRUST_FLAG, trust_checkpoints, trusted
 
 __all__ = ["CheckpointRefused", "allowed_classes", "apply", "is_ddp_state", "refusal_in", "torch_load",
            "trust_checkpoints", "STEP"]

@@ -32,9 +32,9 @@ from typing import Any, Iterator, List, Optional, Union
 import torch
 from torch import nn
 
-from yolov5_dattn import weights_only
+from yolov5_dattn.core import weights_only
 from yolov5_dattn.errors import UserError, first_sentence
-from yolov5_dattn.trust import TRUST_ENV, TRUST_FLAG, trusted  # noqa: F401  (this module's API too)
+from yolov5_dattn.core.trust import TRUST_ENV, TRUST_FLAG, trusted  # noqa: F401  (this module's API too)
 from .safe_yaml import UnsafeModelYAML, check_model_dict
 
 _allowlist: Optional[List[Any]] = None
