@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	  echo "error: make install needs about $(NEED_GB) GB free here for .venv (torch and its CUDA libraries); $$free GB free: free some space or clone to a larger disk" >&2; exit 2; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,export,edge]"
 	touch $@
 
 demo: install
@@ -37,7 +37,7 @@ constraints:
 	rm -rf .constraints-venv
 	$(PYTHON) -m venv .constraints-venv
 	.constraints-venv/bin/python -m pip install -q --upgrade pip
-	.constraints-venv/bin/python -m pip install -q ".[dev,export]"
+	.constraints-venv/bin/python -m pip install -q ".[dev,export,edge]"
 	{ sed -n '1,3p' constraints.txt; .constraints-venv/bin/python -m pip freeze --exclude-editable | grep -v '^yolov5-dattn'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf .constraints-venv

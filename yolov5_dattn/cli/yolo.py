@@ -5,6 +5,7 @@
     yolov5-dattn yolo predict model=best.pt source=images/          # images, a folder, a video
     yolov5-dattn yolo export model=best.pt format=onnx               # or openvino
     yolov5-dattn yolo export model=best.pt format=onnx sampler=gather   # no GridSample node (TensorRT, ...)
+    yolov5-dattn yolo export model=best.pt format=ncnn               # mnn, coreml; openvino int8=True data=...
     python scripts/yolo.py train model=...                            # the same, from a checkout
 
 Everything after `yolo` is ultralytics' CLI syntax, unchanged (`yolov5-dattn yolo help` prints ultralytics'
@@ -60,6 +61,9 @@ def export_sampler_of(argv: Sequence[str]):
     chosen = keys.get("sampler")
     if chosen is not None and chosen not in CHOICES:
         raise UserError(f"sampler={chosen}: choose one of {', '.join(CHOICES)} (gather: no GridSample node)")
+    if chosen == "gather" and str(keys.get("format", "")).lower() == "ncnn":
+        raise UserError("sampler=gather: NCNN has no layer for the Gather sampler's index arithmetic; format=ncnn "
+                        "uses NCNN's own GridSample layer: remove sampler=")
     return rest, export_sampler([keys.get("format", "torchscript")], chosen)
 
 
@@ -72,6 +76,9 @@ def run(argv: Sequence[str]) -> None:
     from yolov5_dattn.nn.sampler_switch import sampler_set_to
     argv, sampler = export_sampler_of(argv)
     import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    if sampler is not None:  # an export: NCNN's trace with the layers NCNN has
+        from yolov5_dattn.ultralytics import edge_export
+        edge_export.apply()
     import ultralytics.cfg as cfg
 
     from yolov5_dattn import patching

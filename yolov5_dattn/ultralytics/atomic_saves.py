@@ -7,7 +7,8 @@ disk a corrupt one. Through `yolov5_dattn.atomic` (temp file beside the target, 
   `atomic_write_bytes(<path>, checkpoint)`, edited in place so tracebacks keep ultralytics' line numbers;
 - `strip_optimizer` (run by `final_eval` on last.pt and best.pt) and `Model.save` see `torch.save` as
   `atomic_save` (only their module's view of `torch` changes, so a patch of their loading composes with it);
-- `Exporter.export_onnx`, `export_openvino`, `export_torchscript` write into a staging folder beside the model
+- `Exporter.export_onnx`, `export_openvino`, `export_torchscript`, `export_ncnn`, `export_mnn`, `export_coreml`
+  write into a staging folder beside the model
   (`.dattn-export.<pid>.<n>`), and their outputs are renamed into place once complete: a failed export leaves
   nothing behind and the previous export intact. A staging folder of a killed process is removed by the next
   export there.
@@ -31,7 +32,7 @@ __all__ = ["EXPORTS", "STEP", "apply"]
 STEP = "atomic saves"
 WHY_CHECKPOINT = "ultralytics writes checkpoints in place: a kill or a full disk mid-save destroys last.pt"
 WHY_EXPORT = "ultralytics writes exports in place: a failed export leaves a half-written file or folder"
-EXPORTS = ("export_onnx", "export_openvino", "export_torchscript")
+EXPORTS = ("export_onnx", "export_openvino", "export_torchscript", "export_ncnn", "export_mnn", "export_coreml")
 _ATOMIC = "__import__('yolov5_dattn.atomic', fromlist=['_']).atomic_write_bytes"  # no name added to the host
 _STAGING = "dattn-export"  # staging folders are `.dattn-export.<pid>.<n>` (atomic.remove_stale_temps' naming)
 

@@ -555,6 +555,16 @@ def check_run(owner, mode: str, kwargs: Mapping[str, Any]) -> None:
         check_optimizer(cfg.get("optimizer"))
     if mode == "export":
         check_format(cfg.get("format"))
+        from yolov5_dattn.edge_tools import edge_refusal  # a converter that is missing: before any work
+        reason = edge_refusal(str(cfg.get("format")).lower(), "format=", cfg.get("quantize") == 8)
+        if reason:
+            raise InputError(reason)
+        if cfg.get("quantize") == 8 and str(cfg.get("format")).lower() == "openvino":  # NNCF calibrates on data
+            if not cfg.get("data"):  # ultralytics would fall back to coco8.yaml, a download
+                raise InputError("format=openvino quantize=8 calibrates on your images: pass data=<your data YAML> "
+                                 "(its val images are used)")
+            check_data(cfg.get("data"), str(cfg.get("task")), [str(cfg.get("split") or "val")],
+                       bool(cfg.get("single_cls")))
         return
     if mode in ("train", "val") or (mode == "predict" and _saves(cfg)):
         check_project(cfg)

@@ -245,6 +245,9 @@ def check_export(opt, models, sampler: Optional[str] = None) -> None:
             and export_sampler(include, sampler) == "grid_sample"):
         raise UserError(f"--opset {opt.opset} cannot express grid_sample (used by DAttention): "
                         f"use --opset {MIN_ONNX_OPSET} or higher (default 17), or --sampler gather")
+    if "ncnn" in include and sampler == "gather":
+        raise UserError("--sampler gather: NCNN has no layer for the Gather sampler's index arithmetic; --include "
+                        "ncnn uses NCNN's own GridSample layer: remove --sampler (or export ncnn separately)")
     check_formats(opt, include, has_dattention)
 
 
@@ -259,12 +262,20 @@ def run_export(module, opt, sampler: Optional[str] = None) -> None:
     from yolov5_dattn.export_sampler import export_sampler
     from yolov5_dattn.nn.sampler_switch import sampler_set_to
     from .deploy import openvino_half_on_cpu, output_path
+    from .ncnn_export import export_ncnn
     include = export_formats_requested(opt)
+    ours = {"ncnn": export_ncnn}  # formats YOLOv5's export.run does not have
+    native = [fmt for fmt in include if fmt not in ours]
     for weights in _weights_list(opt):
         start = time.time()
+        written = []
         with openvino_half_on_cpu(opt, include), sampler_set_to(export_sampler(include, sampler)):
-            written = module.run(**{**vars(opt), "weights": weights, "include": include})
-        missing = [fmt for fmt in include if not any(_is_format(f, fmt) for f in written)]
+            if native:
+                written = list(module.run(**{**vars(opt), "weights": weights, "include": native}))
+            for fmt in include:
+                if fmt in ours:
+                    ours[fmt](weights, opt.imgsz, half=bool(opt.half))
+        missing = [fmt for fmt in native if not any(_is_format(f, fmt) for f in written)]
         # OpenVINO and TensorRT are converted from an ONNX file YOLOv5 writes first: not wanted when they failed
         intermediate = ["onnx"] if {"openvino", "engine"} & set(missing) and "onnx" not in include else []
         for fmt in missing + intermediate:
