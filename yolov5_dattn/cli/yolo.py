@@ -76,9 +76,6 @@ def run(argv: Sequence[str]) -> None:
     from yolov5_dattn.nn.sampler_switch import sampler_set_to
     argv, sampler = export_sampler_of(argv)
     import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
-    if sampler is not None:  # an export: NCNN's trace with the layers NCNN has
-        from yolov5_dattn.ultralytics import edge_export
-        edge_export.apply()
     import ultralytics.cfg as cfg
 
     from yolov5_dattn import patching

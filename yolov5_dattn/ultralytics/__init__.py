@@ -6,7 +6,7 @@ they act only on models that hold our blocks. `use_policy()` adds our commands' 
 settings, environment, network access, loaders or AMP decision.
 
 What each step changes, where in ultralytics and why: `changes.STEPS` (`yolov5-dattn changes --host ultralytics
---steps`). Plugin steps: registry, flops, transfer report, fmap checks, ddp workers. Policy steps: offline,
+--steps`). Plugin steps: registry, flops, transfer report, fmap checks, ddp workers, edge exports. Policy steps: offline,
 safe loading, resume beside the checkpoint, atomic saves, input checks, label caches.
 
 Every change is made through `yolov5_dattn.patching` (`patching.changes("ultralytics")` lists them).
@@ -37,7 +37,7 @@ def install() -> None:
     if _installed:
         return
     from yolov5_dattn import patching
-    from . import ddp, flops, fmap_checks, registry, scale_from_name, transfer
+    from . import ddp, edge_export, flops, fmap_checks, registry, scale_from_name, transfer
     version = ultralytics_version()
     if not in_tested_range(version):
         warnings.warn(f"yolov5_dattn: ultralytics {version} is outside the tested range "
@@ -49,6 +49,7 @@ def install() -> None:
     transfer.apply()
     fmap_checks.apply()
     ddp.apply()
+    edge_export.apply()
     _installed = True
 
 

@@ -26,6 +26,9 @@ STEPS: List[Step] = [
     Step("ddp workers", "plugin", "utils.dist.generate_ddp_file", "utils/dist.py:51",
          "multi-GPU workers rebuild the trainer with our blocks (a YAML's name alone would not import them), and "
          "with the launching process's policy"),
+    Step("edge exports", "plugin", "utils.export.ncnn.torch2ncnn", "utils/export/ncnn.py:12",
+         "NCNN has no layer for baddbmm, expand_as or the gather sampler's index arithmetic: the pnnx trace runs "
+         "with MatMul / broadcasting forms and grid_sample, which pnnx maps to NCNN's GridSample"),
     Step("offline", "policy", "utils.ONLINE, checks.check_font / check_requirements / check_amp, OpenVINO "
          "telemetry", "utils/__init__.py:1013, utils/checks.py:436, 527, 987",
          "no network: no font or weight download, no pip install; the AMP check compares the model being trained "
