@@ -319,9 +319,13 @@ def load_checkpoint(weights, trust: bool = False, flag: str = "--weights") -> nn
     if not path.is_file():
         raise UserError(f"{flag} {weights}: no such file: pass a .pt written by `yolov5-dattn yolo train`")
     unsafe = trust_checkpoints() if trust else nullcontext()  # refused files load with full pickle
+    from .checkpoints import CheckpointRefused
     try:
         with unsafe:
             model, _ = tasks.load_checkpoint(str(path), device="cpu")
+    except CheckpointRefused as e:  # names the file already; the flag and the advice go first
+        reason = str(e).split(" was not loaded: ", 1)[-1]
+        raise UserError(f"{flag} {weights}: not loaded: {reason}") from None
     except (TypeError, ModuleNotFoundError, KeyError, AttributeError, RuntimeError, OSError) as e:
         reason = re.sub(r"^ERROR\s*\S*\s*", "", first_sentence(e)) or type(e).__name__
         advice = "" if trust else ": pass --trust-checkpoint only if you trust where it came from"
