@@ -19,7 +19,6 @@ seeds. Fewer than 3 seeds make the verdict weak (a warning says so): use --seeds
 import argparse
 import contextlib
 import io
-import os
 import sys
 import time
 from pathlib import Path

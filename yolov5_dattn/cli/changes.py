@@ -8,8 +8,7 @@ grouped by the numbered steps of that package's docstring.
 `registry` prints the modules model YAMLs can name (YOLOv5's or ultralytics'), with where each is defined.
 """
 import argparse
-import re
-from typing import List, Sequence
+from typing import Sequence
 
 HOSTS = ("yolov5", "ultralytics")
 HOST_HELP = "which host library: yolov5 (the default: YOLOv5 7.0.14) or ultralytics (YOLOv8/11/26, RT-DETR)"

@@ -206,11 +206,13 @@ def run(opt, model, layers, kind: str, sources: List[Path], query) -> Path:
 
     from functools import partial
 
-    from yolov5_dattn.analysis.attention_viz import (analyse, analyse_ultralytics, is_ultralytics_model,
-                                                     ultralytics_predictor)
-    ultralytics = is_ultralytics_model(model)
+    from yolov5_dattn.analysis import attention_viz
+    ultralytics = attention_viz.is_ultralytics_model(model)
     if ultralytics:  # predict's own setup (a fused copy of the model), built once for every image and frame
-        analyse = partial(analyse_ultralytics, predictor=ultralytics_predictor(model, opt.conf_thres, opt.iou_thres))
+        analyse = partial(attention_viz.analyse_ultralytics,
+                          predictor=attention_viz.ultralytics_predictor(model, opt.conf_thres, opt.iou_thres))
+    else:
+        analyse = attention_viz.analyse
     index = {name: i for i, (name, _) in enumerate(layers)}
     chosen = layers if opt.layer is None else [layers[opt.layer]]
     for name, m in layers:

@@ -222,17 +222,8 @@ def _data_file(data: str) -> Optional[Path]:
 
 def _read_yaml(file: Path, data: str) -> dict:
     """The data YAML as a mapping, read with yaml.safe_load (no tag constructs an object, nothing runs)."""
-    import yaml
-    try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8", errors="ignore"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"data={data} is not valid YAML{where}: fix its syntax") from None
-    if not isinstance(loaded, dict):
-        what = "empty" if loaded is None else f"a {type(loaded).__name__}, not a mapping"
-        raise InputError(f"data={data} is {what}: a dataset YAML needs path, train, val and names keys")
-    return loaded
+    from yolov5_dattn.core.yaml_mapping import read_mapping
+    return read_mapping(file, f"data={data}", "a dataset YAML needs path, train, val and names keys", InputError)
 
 
 def _check_keys(d: dict, data: str, splits: Sequence[str]) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from yolov5_dattn import patching
 from yolov5_dattn.import_hook import when_imported
-from yolov5_dattn.core.offline_env import set_offline_environment
 from .amp_check import check_amp_offline
 
 STEP = "offline"

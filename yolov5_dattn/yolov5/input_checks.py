@@ -173,17 +173,8 @@ def check_weights_format(path: Path, opt, task: str) -> None:
 # ---- data --------------------------------------------------------------------------------------------
 def check_data_yaml(data: str) -> None:
     """--data parses as YAML and is a mapping (the dataset's path/train/val/names)."""
-    import yaml
-    try:
-        with open(data, errors="ignore") as f:
-            loaded = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UserError(f"--data {data} is not valid YAML{where}: fix its syntax") from None
-    if not isinstance(loaded, dict):
-        what = "empty" if loaded is None else f"a {type(loaded).__name__}, not a mapping"
-        raise UserError(f"--data {data} is {what}: a dataset YAML needs path, train, val and names keys")
+    from yolov5_dattn.core.yaml_mapping import read_mapping
+    read_mapping(data, f"--data {data}", "a dataset YAML needs path, train, val and names keys")
 
 
 @contextlib.contextmanager
