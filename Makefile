@@ -25,7 +25,7 @@ demo: install
 	$(PY) scripts/demo.py
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # Regenerate docs/compare.json and docs/compare.png (stamped with commit and date; see docs/performance.md).
 docs-compare: install
