@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from calibrated_models import assert_varies, calibrated
 from conftest import DET_CFG, REPO, run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.ncnn_forms import ncnn_forms
@@ -29,28 +30,6 @@ NCNN_FP32_OFF = ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "
                  "use_winograd_convolution", "use_sgemm_convolution")
 SIZES = ((64, 64), (64, 96))  # (h, w), the second not square
 EDGE = 'pip install "yolov5-dattn[edge]"'
-
-
-def calibrated(model):
-    """`model` with its BatchNorm statistics taken from random images, in eval mode: a freshly built model's
-    default statistics shrink every activation layer after layer (its output would hardly depend on the image,
-    and a comparison of outputs would check little)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the batches
-    model.train()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(4, 3, 64, 64, generator=g))
-    return model.eval()
-
-
-def assert_varies(forward, h, w):
-    """The output depends on the image (by far more than the tolerance)."""
-    a, b = forward(_images(h, w, seed=10)), forward(_images(h, w, seed=11))
-    assert float(np.abs(a - b).max()) > 1.0
 
 
 def _images(h, w, seed=0):
@@ -141,7 +120,7 @@ def test_yolov5_ncnn_export_runs_in_ncnn(v5_checkpoint, h, w, tmp_path):
     folder = tmp_path / "best_ncnn_model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best_ncnn_model"]
     assert_ncnn_folder(folder)
-    assert_varies(pytorch, h, w)
+    assert_varies(pytorch, 1, h, w)
     x = _images(h, w, seed=h + w)
     worst = _worst(_ncnn_run(folder, x), pytorch(x))
     print(f"yolov5 ncnn {h}x{w}: worst {worst:.2e}, max abs {np.abs(_ncnn_run(folder, x) - pytorch(x)).max():.2e}")
@@ -198,7 +177,7 @@ def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(u_checkpoint, tmp_
         folder = work / "u_ncnn_model"
         assert sorted(p.name for p in work.iterdir()) == ["u.pt", "u_ncnn_model"]  # no staging or pnnx scratch
         assert_ncnn_folder(folder)
-        assert_varies(pytorch, h, w)
+        assert_varies(pytorch, 1, h, w)
         x = _images(h, w, seed=h * w)
         expected = pytorch(x)
         worst = _worst(_ncnn_run(folder, x), expected)

@@ -6,8 +6,10 @@
   unbounded and far-reaching offsets, the sampled position table);
 - YOLOv5 (`--sampler gather`) and ultralytics (`sampler=gather`) ONNX exports at opset 17, static and `--dynamic`,
   of the shipped n-scale DAttention models have no GridSample, only node types TensorRT's ONNX parser supports,
-  and run in onnxruntime within 1e-4 of PyTorch (relative above 1: boxes are pixels, up to a few hundred, where
-  fp32's own step is 3e-5) at batch 1 and 2 and two sizes, one not square;
+  and run in onnxruntime within 5e-4 of PyTorch (boxes relative to the largest box value, since their fp32 error
+  is pixels whatever the coordinate; scores absolute) at batch 1 and 2 and two sizes, one not square; the models'
+  BatchNorm statistics come from random images, so their outputs move by more than 1 between two images (the
+  comparison can fail);
 - `scripts/check_tensorrt.py` refuses, in one line, to run without tensorrt or a CUDA GPU.
 """
 import importlib.util
@@ -22,6 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from calibrated_models import assert_varies, calibrated
 from conftest import DET_CFG, REPO, run_task
 from yolov5_dattn.errors import UserError
 from yolov5_dattn.export_sampler import export_sampler
@@ -52,7 +55,10 @@ Unsqueeze Upsample Where Xor
 assert "GridSample" not in TENSORRT_ONNX_OPS
 
 TOL = 1e-5  # sampler and module
-ONNX_TOL = 1e-4  # a whole exported model against PyTorch, relative above 1
+# A whole exported model against PyTorch: boxes relative to the largest box value, scores absolute. Measured on
+# the calibrated n-scale models: 2e-5 to 5e-5 and 7e-5, the same with the default grid_sample export (onnxruntime's
+# and PyTorch's own fp32 rounding), so the margin covers other CPUs; the outputs move by 200 to 1100 per image.
+ONNX_TOL = 5e-4
 EXPORT_IMGSZ = 64
 SIZES = ((64, 64), (64, 96))  # the second not square
 SHAPES = [(b, h, w) for b in (1, 2) for h, w in SIZES]
@@ -187,9 +193,14 @@ def assert_tensorrt_ready(path: Path, opset: int = 17):
     assert ops <= TENSORRT_ONNX_OPS, sorted(ops - TENSORRT_ONNX_OPS)
 
 
-def assert_close(got: np.ndarray, expected: np.ndarray, where: str):
+def assert_close(got: np.ndarray, expected: np.ndarray, where: str, box_axis: int):
+    """`got` matches `expected` (a detection output whose first 4 entries along `box_axis` are box pixels, the
+    rest scores in [0, 1]). A box coordinate near 0 comes from the same large sums as one near the image's edge,
+    so its error is measured against the largest box value, not its own."""
     assert got.shape == expected.shape, where
-    worst = float((np.abs(got - expected) / np.maximum(1.0, np.abs(expected))).max())
+    boxes, scores = np.split(np.abs(got - expected), [4], axis=box_axis)
+    box_scale = max(1.0, float(np.abs(np.split(expected, [4], axis=box_axis)[0]).max()))
+    worst = max(float(boxes.max()) / box_scale, float(scores.max()))
     assert worst <= ONNX_TOL, f"{where}: {worst}"
 
 
@@ -204,11 +215,12 @@ def _session(path):
 
 @pytest.fixture(scope="module")
 def yolov5_checkpoint(tmp_path_factory):
-    """A random-init yolov5n_c3_dattn (3 classes) saved as YOLOv5 saves one, and its fused eval forward."""
+    """A random-init, calibrated yolov5n_c3_dattn (3 classes) saved as YOLOv5 saves one, and its fused eval
+    forward."""
     from yolov5.models.experimental import attempt_load
     from yolov5.models.yolo import Model
     torch.manual_seed(0)
-    model = Model(str(DET_CFG), ch=3, nc=3).eval()
+    model = calibrated(Model(str(DET_CFG), ch=3, nc=3))
     path = tmp_path_factory.mktemp("gather-v5") / "best.pt"
     torch.save({"model": model, "epoch": -1}, path)
     fused = attempt_load(str(path), device="cpu", fuse=True).eval()
@@ -234,8 +246,9 @@ def test_yolov5_dynamic_gather_export_runs_at_every_size(yolov5_checkpoint, tmp_
     assert_tensorrt_ready(path)
     session = _session(path)
     for b, h, w in SHAPES:
+        assert_varies(pytorch, b, h, w)
         x = _images(b, h, w)
-        assert_close(session.run(None, {"images": x.numpy()})[0], pytorch(x), f"batch {b}, {h}x{w}")
+        assert_close(session.run(None, {"images": x.numpy()})[0], pytorch(x), f"batch {b}, {h}x{w}", box_axis=2)
 
 
 def test_yolov5_static_gather_export(yolov5_checkpoint, tmp_path):
@@ -245,8 +258,9 @@ def test_yolov5_static_gather_export(yolov5_checkpoint, tmp_path):
                     "--sampler", "gather") == 0  # opset 17 by default
     path = weights.with_suffix(".onnx")
     assert_tensorrt_ready(path)
+    assert_varies(pytorch, 1, EXPORT_IMGSZ, EXPORT_IMGSZ)
     x = _images(1, EXPORT_IMGSZ, EXPORT_IMGSZ, seed=1)
-    assert_close(_session(path).run(None, {"images": x.numpy()})[0], pytorch(x), "static")
+    assert_close(_session(path).run(None, {"images": x.numpy()})[0], pytorch(x), "static", box_axis=2)
     check = _load_check_tensorrt()
     assert check.input_shapes(path, [1, 2], ["64x96"]) == ("images", [(1, 3, EXPORT_IMGSZ, EXPORT_IMGSZ)])
 
@@ -263,14 +277,17 @@ def test_yolov5_bad_sampler_is_refused(yolov5_checkpoint, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def ultralytics_checkpoint(tmp_path_factory):
-    """A random-init yolo11n-c3k2-dattn (the shipped config) saved by ultralytics, and its fused eval forward."""
+    """A random-init, calibrated yolo11n-c3k2-dattn (the shipped config) saved by ultralytics, and its fused eval
+    forward."""
     import yolov5_dattn.ultralytics  # noqa: F401  (registers the blocks)
     from ultralytics import YOLO
 
     from yolov5_dattn.cli.yolo import shipped_model
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("gather-u") / "u.pt"
-    YOLO(shipped_model("yolo11n-c3k2-dattn.yaml")).save(str(path))
+    model = YOLO(shipped_model("yolo11n-c3k2-dattn.yaml"))
+    calibrated(model.model)
+    model.save(str(path))
     fused = YOLO(str(path)).model.fuse().eval()
 
     def forward(x):
@@ -294,8 +311,9 @@ def test_ultralytics_gather_export(ultralytics_checkpoint, dynamic, tmp_path):
     assert_tensorrt_ready(path)
     session = _session(path)
     for b, h, w in SHAPES if dynamic else [(1, EXPORT_IMGSZ, EXPORT_IMGSZ)]:
+        assert_varies(pytorch, b, h, w)
         x = _images(b, h, w, seed=2)
-        assert_close(session.run(None, {"images": x.numpy()})[0], pytorch(x), f"batch {b}, {h}x{w}")
+        assert_close(session.run(None, {"images": x.numpy()})[0], pytorch(x), f"batch {b}, {h}x{w}", box_axis=1)
 
 
 @pytest.mark.parametrize("args,message", [

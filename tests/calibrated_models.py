@@ -1,0 +1,38 @@
+"""Freshly built models whose output depends on the image, for tests that compare an export with PyTorch.
+
+A freshly built model's default BatchNorm statistics (mean 0, variance 1) shrink every activation layer after
+layer (to about 1e-7 by the seventh on the n-scale models), so its output hardly depends on the image and an
+export that dropped a block (the attention, say) would still match. `calibrated` takes the statistics from random
+images instead; `assert_varies` checks that the output then moves with the image."""
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = ("calibrated", "assert_varies")
+
+
+def calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with its BatchNorm statistics taken from random images (4 batches of 4, 3×64×64), in eval mode.
+
+    Runs `model` in train mode on those images; returns the same object."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(4, 3, 64, 64, generator=g))
+    return model.eval()
+
+
+def assert_varies(forward: Callable[[torch.Tensor], np.ndarray], b: int, h: int, w: int,
+                  more_than: float = 1.0) -> float:
+    """Asserts that `forward` of two different random image batches (b, 3, h, w) differs somewhere by more than
+    `more_than` (choose it far above the comparison's tolerance); returns that largest difference."""
+    a, c = (forward(torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(s))) for s in (10, 11))
+    spread = float(np.abs(a - c).max())
+    assert spread > more_than, f"the output hardly depends on the image: {spread:.2e}"
+    return spread
