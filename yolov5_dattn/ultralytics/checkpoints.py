@@ -12,7 +12,7 @@ ultralytics reads `.pt` files in many places, and each decides how:
 `apply()` (policy step `safe loading`) makes one rule hold at all of them:
 
 1. every load is `torch.load(weights_only=True)` with ultralytics' allowlist plus ours (the blocks, DAttention and
-   its parts), held in a scope of the loading thread (`yolov5_dattn.weights_only`): torch's process-wide
+   its parts), held in a scope of the loading thread (`yolov5_dattn.core.weights_only`): torch's process-wide
    allowlist is exactly what it was after any load, and no other thread's load sees these classes;
 2. a file the allowlist refuses is refused before anything in it runs (`CheckpointRefused`: one line naming the
    file and `--trust-checkpoint`); only a user who trusts it (`yolov5_dattn.core.trust`: the flag, or

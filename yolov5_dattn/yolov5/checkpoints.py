@@ -173,7 +173,7 @@ def is_legacy_format(f: Any) -> bool:
 def without_process_allowlist() -> Iterator[None]:
     """While the block runs, this thread's weights-only allowlist is empty (torch's own tensor rebuilders aside):
     classes other code added to torch's process-wide list for good are not seen. The process-wide list itself is
-    not touched, so loads in other threads are unaffected (`yolov5_dattn.weights_only.scope`)."""
+    not touched, so loads in other threads are unaffected (`yolov5_dattn.core.weights_only.scope`)."""
     with weights_only.scope():
         yield
 
