@@ -4,12 +4,13 @@ A freshly built model's default BatchNorm statistics (mean 0, variance 1) shrink
 layer (to about 1e-7 by the seventh on the n-scale models), so its output hardly depends on the image and an
 export that dropped a block (the attention, say) would still match. `calibrated` takes the statistics from random
 images instead; `assert_varies` checks that the output then moves with the image."""
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ("calibrated", "assert_varies")
+__all__ = ("calibrated", "assert_varies", "calibrated_ultralytics_checkpoint")
 
 
 def calibrated(model: torch.nn.Module) -> torch.nn.Module:
@@ -36,3 +37,22 @@ def assert_varies(forward: Callable[[torch.Tensor], np.ndarray], b: int, h: int,
     spread = float(np.abs(a - c).max())
     assert spread > more_than, f"the output hardly depends on the image: {spread:.2e}"
     return spread
+
+
+def calibrated_ultralytics_checkpoint(path: Path) -> Tuple[Path, Callable[[torch.Tensor], np.ndarray]]:
+    """A random-init, calibrated yolo11n-c3k2-dattn (the shipped config) saved by ultralytics at `path`, and its
+    fused eval forward: (B, 3, H, W) -> the first output as an array."""
+    import yolov5_dattn.ultralytics  # noqa: F401  (registers the blocks)
+    from ultralytics import YOLO
+
+    from yolov5_dattn.cli.yolo import shipped_model
+    torch.manual_seed(0)
+    model = YOLO(shipped_model("yolo11n-c3k2-dattn.yaml"))
+    calibrated(model.model)
+    model.save(str(path))
+    fused = YOLO(str(path)).model.fuse().eval()
+
+    def forward(x):
+        with torch.no_grad():
+            return fused(x)[0].numpy()
+    return path, forward

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibrated_models import assert_varies, calibrated
+from calibrated_models import assert_varies, calibrated, calibrated_ultralytics_checkpoint
 from conftest import DET_CFG, REPO, run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.ncnn_forms import ncnn_forms
@@ -141,22 +141,8 @@ def test_yolov5_ncnn_with_gather_sampler_is_refused(v5_checkpoint, tmp_path, cap
 # ---- ultralytics -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def u_checkpoint(tmp_path_factory):
-    """A random-init yolo11n-c3k2-dattn saved by ultralytics, and its fused forward in export mode (one tensor)."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (registers the blocks)
-    from ultralytics import YOLO
-
-    from yolov5_dattn.cli.yolo import shipped_model
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("edge-u") / "u.pt"
-    model = YOLO(shipped_model("yolo11n-c3k2-dattn.yaml"))
-    calibrated(model.model)
-    model.save(str(path))
-    fused = YOLO(str(path)).model.fuse().eval()
-
-    def forward(x):
-        with torch.no_grad():
-            return fused(x)[0].numpy()
-    return path, forward
+    """A random-init, calibrated yolo11n-c3k2-dattn saved by ultralytics, and its fused eval forward."""
+    return calibrated_ultralytics_checkpoint(tmp_path_factory.mktemp("edge-u") / "u.pt")
 
 
 def _yolo(*args):

@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calibrated_models import assert_varies, calibrated
+from calibrated_models import assert_varies, calibrated, calibrated_ultralytics_checkpoint
 from conftest import DET_CFG, REPO, run_task
 from yolov5_dattn.errors import UserError
 from yolov5_dattn.export_sampler import export_sampler
@@ -277,23 +277,8 @@ def test_yolov5_bad_sampler_is_refused(yolov5_checkpoint, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def ultralytics_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolo11n-c3k2-dattn (the shipped config) saved by ultralytics, and its fused eval
-    forward."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (registers the blocks)
-    from ultralytics import YOLO
-
-    from yolov5_dattn.cli.yolo import shipped_model
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gather-u") / "u.pt"
-    model = YOLO(shipped_model("yolo11n-c3k2-dattn.yaml"))
-    calibrated(model.model)
-    model.save(str(path))
-    fused = YOLO(str(path)).model.fuse().eval()
-
-    def forward(x):
-        with torch.no_grad():
-            return fused(x)[0].numpy()
-    return path, forward
+    """A random-init, calibrated yolo11n-c3k2-dattn saved by ultralytics, and its fused eval forward."""
+    return calibrated_ultralytics_checkpoint(tmp_path_factory.mktemp("gather-u") / "u.pt")
 
 
 def _yolo_export(weights, *keys):
