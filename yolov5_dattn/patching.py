@@ -252,11 +252,13 @@ def replace_line(function: types.FunctionType, old: str, new: str) -> Optional[t
     return out[function.__name__]
 
 
-def holders(name: str, obj: Any) -> List[types.ModuleType]:
+def holders(name: str, obj: Any, package: Optional[str] = None) -> List[types.ModuleType]:
     """The loaded modules whose global `name` is `obj` (they imported it by name: `from x import name`): what
-    `patch(..., also=...)` must reach besides the owner."""
-    return [m for m in list(sys.modules.values())
-            if isinstance(m, types.ModuleType) and vars(m).get(name) is obj]
+    `patch(..., also=...)` must reach besides the owner. `package` keeps only that package's modules (needed for a
+    value such as a bool, which other packages may hold under the same name by coincidence)."""
+    return [m for n, m in list(sys.modules.items())
+            if isinstance(m, types.ModuleType) and vars(m).get(name) is obj
+            and (package is None or n == package or n.startswith(package + "."))]
 
 
 def where_defined(obj) -> str:

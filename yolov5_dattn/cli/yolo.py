@@ -5,7 +5,7 @@
     yolov5-dattn yolo predict model=best.pt source=images/          # images, a folder, a video
     yolov5-dattn yolo export model=best.pt format=onnx               # or openvino
     yolov5-dattn yolo export model=best.pt format=onnx sampler=gather   # no GridSample node (TensorRT, ...)
-    yolov5-dattn yolo export model=best.pt format=ncnn               # mnn, coreml; openvino int8=True data=...
+    yolov5-dattn yolo export model=best.pt format=ncnn               # or format=openvino int8=True data=...
     python scripts/yolo.py train model=...                            # the same, from a checkout
 
 Everything after `yolo` is ultralytics' CLI syntax, unchanged (`yolov5-dattn yolo help` prints ultralytics'

@@ -44,7 +44,6 @@ def _get_flops(original):
 def apply() -> None:
     """Replace ultralytics' get_flops (idempotent)."""
     import ultralytics.utils.torch_utils as torch_utils
-    from .offline import _holders
     original = torch_utils.get_flops
     with patching.applying("flops"):
-        patching.patch(torch_utils, "get_flops", _get_flops(original), also=_holders("get_flops", original), why=WHY)
+        patching.patch(torch_utils, "get_flops", _get_flops(original), also=patching.holders("get_flops", original, "ultralytics"), why=WHY)

@@ -10,7 +10,6 @@ these is replaced through `yolov5_dattn.patching` (also in the modules that impo
 code runs whether ultralytics was imported before or after us.
 """
 import os
-import sys
 from pathlib import Path
 
 from yolov5_dattn import patching
@@ -18,13 +17,6 @@ from yolov5_dattn.import_hook import when_imported
 from .amp_check import check_amp_offline
 
 STEP = "offline"
-
-
-def _holders(name: str, original) -> list:
-    """Loaded ultralytics modules that hold `original` under `name` (imported it by name)."""
-    return [m for n, m in list(sys.modules.items())
-            if m is not None and (n == "ultralytics" or n.startswith("ultralytics.")) and
-            getattr(m, name, None) is original]
 
 
 def local_font(font: str = "Arial.ttf"):
@@ -73,8 +65,8 @@ def apply() -> None:
                            ("check_requirements", _no_install_requirements),
                            ("check_amp", check_amp_offline)):
             original = getattr(checks, name)
-            patching.patch(checks, name, make(original), also=_holders(name, original),
+            patching.patch(checks, name, make(original), also=patching.holders(name, original, "ultralytics"),
                            why=f"ultralytics' {name} would reach the network (download / pip)")
         when_imported("openvino_telemetry", lambda: None, _silence_openvino)  # at its import: it is slow to import
-        patching.patch(utils, "ONLINE", False, also=_holders("ONLINE", utils.ONLINE),
+        patching.patch(utils, "ONLINE", False, also=patching.holders("ONLINE", utils.ONLINE, "ultralytics"),
                        why="ultralytics probes the network and sends events while ONLINE is true")
