@@ -85,8 +85,13 @@ def test_rtdetr_train_predict_and_export(udata, tmp_path):
     assert onnx_outputs(best, tmp_path, log) == [(1, min(300, 84 * 3), 6)]
 
 
-def test_python_api_after_the_import(udata, tmp_path, network_attempts):
-    import yolov5_dattn.ultralytics  # noqa: F401
+def test_python_api_after_the_import_and_use_policy(udata, tmp_path, network_attempts, monkeypatch):
+    """A library user who opts in to our policy trains offline (the import alone leaves ultralytics' network
+    access as it is: test_ultralytics_import_isolation). ultralytics probes DNS when it is imported unless
+    YOLO_OFFLINE is set, so an offline user sets it first, as our commands do."""
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    import yolov5_dattn.ultralytics as host
+    host.use_policy()
     from ultralytics import YOLO
     model = YOLO(str(REPO / "configs" / "ultralytics" / "yolov8n-c2f-dattn.yaml"))
     model.train(data=str(udata["det_yaml"]), epochs=1, imgsz=IMGSZ, batch=4, device="cpu", workers=0,
