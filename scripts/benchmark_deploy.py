@@ -34,7 +34,7 @@ def build(cfg: str):
     import yolov5
     from yolov5.models.yolo import Model
 
-    from yolov5_dattn.yolov5.quiet import quiet_yolov5
+    from yolov5_dattn.hosts.yolov5.quiet import quiet_yolov5
     from yolov5_dattn.shipped import resolve
     path = resolve(cfg, "cfg")
     if not Path(path).is_file():
@@ -50,7 +50,7 @@ def runners(model, onnx_file: Path, x, threads: int):
     import onnxruntime as ort
     import torch
 
-    from yolov5_dattn.yolov5.deploy import import_openvino
+    from yolov5_dattn.hosts.yolov5.deploy import import_openvino
 
     with torch.no_grad():
         torch.onnx.export(model, x, str(onnx_file), opset_version=17, input_names=["images"], output_names=["output0"],

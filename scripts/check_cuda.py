@@ -283,7 +283,7 @@ def _yolov5_step(device, sizes: Sizes):
 
 def _ultralytics_step(device, sizes: Sizes):
     """(model, step): ultralytics' DetectionModel and its own loss (`model(batch)`), default hyperparameters."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (our blocks for parse_model)
+    import yolov5_dattn.hosts.ultralytics  # noqa: F401  (our blocks for parse_model)
     from ultralytics import YOLO
     from ultralytics.cfg import get_cfg
     model = YOLO(str(sizes.ultralytics_cfg)).model.to(device).train()

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         from yolov5.models.yolo import Model
 
         from yolov5_dattn.shipped import resolve
-        from yolov5_dattn.yolov5.entrypoint import main as run_task
+        from yolov5_dattn.hosts.yolov5.entrypoint import main as run_task
         torch.manual_seed(0)
         torch.save({"model": Model(resolve("yolov5n_c3_dattn.yaml", "cfg"), ch=3, nc=3).eval(), "epoch": -1},
                    tmp / "v5.pt")
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             model_rows("yolov5n_c3_dattn", tmp / "v5.onnx", lambda x: v5(x)[0].numpy(), sizes)
             model_rows("yolov5n_c3_dattn", tmp / "v5g.onnx", lambda x: v5(x)[0].numpy(), sizes)
 
-        import yolov5_dattn.ultralytics  # noqa: F401
+        import yolov5_dattn.hosts.ultralytics  # noqa: F401
         from ultralytics import YOLO
 
         from yolov5_dattn.cli.yolo import main as yolo, shipped_model

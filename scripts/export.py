@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from yolov5_dattn.yolov5.entrypoint import main  # noqa: E402
+from yolov5_dattn.hosts.yolov5.entrypoint import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("export"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from yolov5_dattn.yolov5.entrypoint import main  # noqa: E402
+from yolov5_dattn.hosts.yolov5.entrypoint import main  # noqa: E402
 
 if __name__ == "__main__":
-    from yolov5_dattn.yolov5 import transfer
+    from yolov5_dattn.hosts.yolov5 import transfer
     transfer.install()  # --weights <baseline.pt>: print what was transferred and what starts fresh
     sys.exit(main("train"))

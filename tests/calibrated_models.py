@@ -42,7 +42,7 @@ def assert_varies(forward: Callable[[torch.Tensor], np.ndarray], b: int, h: int,
 def calibrated_ultralytics_checkpoint(path: Path) -> Tuple[Path, Callable[[torch.Tensor], np.ndarray]]:
     """A random-init, calibrated yolo11n-c3k2-dattn (the shipped config) saved by ultralytics at `path`, and its
     fused eval forward: (B, 3, H, W) -> the first output as an array."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (registers the blocks)
+    import yolov5_dattn.hosts.ultralytics  # noqa: F401  (registers the blocks)
     from ultralytics import YOLO
 
     from yolov5_dattn.cli.yolo import shipped_model

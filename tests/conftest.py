@@ -62,7 +62,7 @@ def demo(tmp_path_factory) -> dict:
 
 def run_task(task: str, *args: str, callbacks=None) -> int:
     """Run a script's task in this process (as `scripts/<task>.py args`); returns its exit status."""
-    from yolov5_dattn.yolov5.entrypoint import main
+    from yolov5_dattn.hosts.yolov5.entrypoint import main
     return main(task, [str(a) for a in args], callbacks=callbacks)
 
 
@@ -105,7 +105,7 @@ def pytest_configure(config):
 
 
 # ---- ultralytics: data, the `yolo` CLI under the network guard, one trained detector (shared by
-# tests/test_ultralytics_workflow.py and tests/test_ultralytics_analysis.py, so the suite trains it once)
+# tests/ultralytics/test_ultralytics_workflow.py and tests/ultralytics/test_ultralytics_analysis.py, so the suite trains it once)
 U_TRAIN = ["epochs=1", "batch=4", f"imgsz={IMGSZ}", "device=cpu", "workers=0", "exist_ok=True", "plots=False"]
 
 

@@ -1,4 +1,4 @@
-"""ultralytics' multi-GPU launch (`device=0,1`), run on a CPU machine: the helper of tests/test_ultralytics_ddp.py.
+"""ultralytics' multi-GPU launch (`device=0,1`), run on a CPU machine: the helper of tests/ultralytics/test_ultralytics_ddp.py.
 
 ultralytics decides on DDP from the device string (`BaseTrainer.__init__`: world_size = the number of CUDA devices
 named, 0 on CPU) and its workers set themselves up for CUDA and NCCL (`BaseTrainer._setup_ddp`, then
@@ -75,12 +75,12 @@ def report(trainer) -> None:
     out = Path(os.environ["DDP_REPORT"])
     if (out / f"rank{RANK}.json").exists():
         return
-    import yolov5_dattn.ultralytics as host
+    import yolov5_dattn.hosts.ultralytics as host
     from ultralytics.nn import tasks
     from ultralytics.utils import ONLINE
     from yolov5_dattn import patching
     from yolov5_dattn.nn.dattention import DAttention
-    from yolov5_dattn.ultralytics import fmap_checks
+    from yolov5_dattn.hosts.ultralytics import fmap_checks
 
     wrapped = trainer.model
     model = wrapped.module if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel) else wrapped
@@ -103,7 +103,7 @@ def report(trainer) -> None:
 
 def launch(cfg: str, data: str, project: str, out: str) -> None:
     """`YOLO(cfg).train(...)` under our policy, launching `CpuDDPTrainer.WORLD` workers; reports go to `out`."""
-    import yolov5_dattn.ultralytics as host
+    import yolov5_dattn.hosts.ultralytics as host
     from ultralytics import YOLO
     host.use_policy()
     os.environ["DDP_REPORT"] = str(out)
@@ -121,7 +121,7 @@ class StandInTrainer:
         self.overrides, self.callbacks, self.model = overrides, _callbacks, None
 
     def train(self) -> None:
-        import yolov5_dattn.ultralytics as host
+        import yolov5_dattn.hosts.ultralytics as host
         from ultralytics.nn import tasks
         from yolov5_dattn import patching
         from yolov5_dattn.nn.dattention import DAttention

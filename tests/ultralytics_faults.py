@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout und
 
 from yolov5_dattn.cli.yolo import main  # noqa: E402
 
-import yolov5_dattn.ultralytics as host  # noqa: E402
+import yolov5_dattn.hosts.ultralytics as host  # noqa: E402
 
 host.use_policy()  # what our commands run under
 

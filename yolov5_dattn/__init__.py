@@ -4,8 +4,10 @@
 `parse_model`, as the recipe's users expect: at once if YOLOv5 is imported already, otherwise the moment
 it is (`import_hook`), so `yolov5_dattn.nn` alone needs neither YOLOv5 nor its import time.
 
-Layers: `nn` (the math), `yolov5` (everything that touches YOLOv5), `analysis`, `cli`.
+Layers: `nn` (the math), `core` (host-neutral), `hosts/yolov5` and `hosts/ultralytics` (the adapters, imported as
+`yolov5_dattn.yolov5` and `yolov5_dattn.ultralytics`), `analysis`, `cli`.
 """
+from yolov5_dattn.hosts import public_names
 from yolov5_dattn.import_hook import when_imported
 from yolov5_dattn.nn import DAttention, LayerNormProxy, dattention_kwargs
 
@@ -17,21 +19,23 @@ __all__ = ["DAttention", "Bottleneck_DAttention", "C3_DAttention", "LayerNormPro
 _FROM_YOLOV5 = {"Bottleneck_DAttention": "blocks", "C3_DAttention": "blocks", "register": "registry",
                 "register_module": "registry", "RegistryConflict": "registry", "UnsupportedYOLOv5": "registry"}
 
+public_names.install()
+
 
 def __getattr__(name):
     if name in _FROM_YOLOV5:
         import importlib
-        return getattr(importlib.import_module(f"yolov5_dattn.yolov5.{_FROM_YOLOV5[name]}"), name)
+        return getattr(importlib.import_module(f"yolov5_dattn.hosts.yolov5.{_FROM_YOLOV5[name]}"), name)
     raise AttributeError(f"module 'yolov5_dattn' has no attribute {name!r}")
 
 
 def _before_yolov5() -> None:
-    from yolov5_dattn.yolov5 import compat
+    from yolov5_dattn.hosts.yolov5 import compat
     compat.apply_before_import()
 
 
 def _after_yolov5() -> None:
-    from yolov5_dattn.yolov5 import install
+    from yolov5_dattn.hosts.yolov5 import install
     install()
 
 

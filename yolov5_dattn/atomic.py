@@ -8,7 +8,7 @@ serialized already (ultralytics' trainer). `replace_with(tmp, path)` does the la
 someone else's code (exports).
 
 YOLOv5's own `torch.save` calls are routed here by `compat.shim_atomic_checkpoint_saves`, ultralytics' by
-`yolov5_dattn.ultralytics.atomic_saves`.
+`yolov5_dattn.hosts.ultralytics.atomic_saves`.
 """
 import contextlib
 import errno

@@ -3,7 +3,7 @@
 Both hosts load every checkpoint tensor whose name and shape match the new model (`intersect_dicts`) and
 our blocks keep their parents' convolution names, so a stock checkpoint fills everything except the
 attention. `summarise` sorts each tensor of the new model's state_dict by what happened to it and
-`format_table` prints the counts; `yolov5_dattn.yolov5.transfer` and `yolov5_dattn.ultralytics.transfer`
+`format_table` prints the counts; `yolov5_dattn.hosts.yolov5.transfer` and `yolov5_dattn.hosts.ultralytics.transfer`
 call them from each host's load. Nothing here imports a host.
 """
 from collections import OrderedDict

@@ -6,7 +6,7 @@
 
 Two hosts: YOLOv5 model YAMLs (depth/width multiples) and ultralytics ones (`scales:`, C2f/C3k2/AIFI...; our
 configs/ultralytics/). The host is read from the configs (`model_host`); the ultralytics specifics (scale from
-the file name, the stock model it is compared against, building) are in `yolov5_dattn.ultralytics.baseline`,
+the file name, the stock model it is compared against, building) are in `yolov5_dattn.hosts.ultralytics.baseline`,
 imported only for ultralytics configs.
 """
 import re
@@ -135,7 +135,7 @@ def model_host(cfg: str, flag: str = "--cfg") -> Tuple[str, Path]:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             data = None  # `_read_yaml` says what is wrong with it
         return ("ultralytics" if is_ultralytics_yaml(data, path) else "yolov5"), path
-    from yolov5_dattn.ultralytics import baseline
+    from yolov5_dattn.hosts.ultralytics import baseline
     spec = baseline.resolve(cfg)
     if spec is None:
         raise UserError(f"{flag} {cfg}: no such file, and no model of that name in the yolov5 or ultralytics "
@@ -160,7 +160,7 @@ YOLOV5 = Host("yolov5", _read_yaml, build_model, start_memory_worker, "meta")
 
 def ultralytics_host() -> Host:
     """The ultralytics `Host` (imports ultralytics and installs our blocks)."""
-    from yolov5_dattn.ultralytics import baseline
+    from yolov5_dattn.hosts.ultralytics import baseline
     # on CPU, not `meta`: ultralytics' heads read tensor values (make_anchors)
     return Host("ultralytics", baseline.read_yaml, baseline.build_model, baseline.start_memory_worker, "cpu")
 
@@ -189,7 +189,7 @@ def host_pairs(cfgs: Sequence[str], baseline: Optional[str]) -> Tuple[Host, List
         raise _mixed([*cfgs, *([baseline] if base else [])], hosts + ([base[0]] if base else []))
     if hosts[0] == "yolov5":
         return YOLOV5, pairs_to_compare(cfgs, baseline)
-    from yolov5_dattn.ultralytics import baseline as ultra
+    from yolov5_dattn.hosts.ultralytics import baseline as ultra
     host = ultralytics_host()
     if base:  # checked once: it is every cfg's baseline
         ultra.model_scale(base[1], ultra.read_yaml(base[1], "--baseline"), "--baseline")
@@ -352,7 +352,7 @@ def compare(cfgs: Sequence[str], baseline: Optional[str] = None, imgsz: Sequence
 
 
 def _ultralytics_version() -> str:
-    from yolov5_dattn.ultralytics.registry import ultralytics_version
+    from yolov5_dattn.hosts.ultralytics.registry import ultralytics_version
     return ultralytics_version()
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from yolov5_dattn.yolov5.quiet import quiet_yolov5
+from yolov5_dattn.hosts.yolov5.quiet import quiet_yolov5
 from .proc_status import proc_status_kib
 
 MB = 2 ** 20

@@ -5,7 +5,7 @@
     yolov5-dattn configs
 
 Like the `yolov5` package's own command, `train|val|detect|export` and `segment train|val|predict` take
-YOLOv5's flags (`yolov5-dattn train --help` lists them) and run through `yolov5_dattn.yolov5.entrypoint`, exactly
+YOLOv5's flags (`yolov5-dattn train --help` lists them) and run through `yolov5_dattn.hosts.yolov5.entrypoint`, exactly
 as the checkout's `scripts/*.py` do. Every --cfg/--data/--hyp also takes a shipped name (`yolov5_dattn.shipped`).
 """
 import sys
@@ -37,6 +37,7 @@ OUR_COMMANDS: Dict[str, str] = {
     "visualize": "draw where the deformable attention samples, over images or a video",
     "demo": "the demo: synthetic data, train, val, detect, compare, under ./demo",
     "make-demo-data": "write the synthetic shapes dataset (detection + segmentation) and a video",
+    "make-real-data": "write a real labelled dataset (tree crowns, deepforest's sample images) from a wheel/sdist",
     "configs": "list the shipped model / data / hyperparameter YAMLs, with parameter counts",
     "clone-setup": "make a git clone of ultralytics/yolov5 (v7.0 or master) use these modules (--undo reverses it)",
     "changes": "list every run-time change made to YOLOv5 (what, why, which line) or, --host ultralytics, to ultralytics",
@@ -55,7 +56,7 @@ def _usage(commands: Dict[str, str], prog: str, what: str) -> str:
 
 def _run_task(task: str, argv: Sequence[str], prog: str) -> int:
     """One of YOLOv5's tasks through our runner; train tasks report what a --weights transfer loaded."""
-    from yolov5_dattn.yolov5 import entrypoint, transfer
+    from yolov5_dattn.hosts.yolov5 import entrypoint, transfer
     if task in entrypoint.TRAIN_TASKS:
         transfer.install()  # --weights <baseline.pt>: print what was transferred and what starts fresh
     return entrypoint.main(task, list(argv), prog=prog)
@@ -96,9 +97,9 @@ def _run_command(name: str, argv: List[str], prog: str) -> int:
     if name in ("changes", "registry"):
         from . import changes
         return (changes.changes_main if name == "changes" else changes.registry_main)(argv, prog=prog)
-    from . import ablate, clone_setup, compare, demo, make_demo_data, visualize
+    from . import ablate, clone_setup, compare, demo, make_demo_data, make_real_data, visualize
     module = {"compare": compare, "visualize": visualize, "demo": demo, "make-demo-data": make_demo_data,
-              "clone-setup": clone_setup, "ablate": ablate}[name]
+              "make-real-data": make_real_data, "clone-setup": clone_setup, "ablate": ablate}[name]
     return module.main(argv, prog=prog)
 
 
@@ -110,7 +111,7 @@ def config_rows() -> List[Tuple[str, str, str]]:
     from yolov5.models.yolo import parse_model
 
     from yolov5_dattn.nn.dattention import DAttention
-    from yolov5_dattn.yolov5.quiet import quiet_yolov5
+    from yolov5_dattn.hosts.yolov5.quiet import quiet_yolov5
     from yolov5_dattn.shipped import CONFIGS, list_configs
 
     rows = []

@@ -93,8 +93,8 @@ def _validate_runs(plan: dict, folder: Path) -> None:
     """Parse and check each distinct config's training exactly as `yolov5-dattn train` will (YOLOv5's parser,
     the wrapper's checks and preflight), before anything is trained: bad input fails here, not after hours."""
     from yolov5_dattn.analysis import ablation
-    from yolov5_dattn.yolov5 import compat, data_yaml, entrypoint
-    from yolov5_dattn.yolov5.quiet import quiet_yolov5
+    from yolov5_dattn.hosts.yolov5 import compat, data_yaml, entrypoint
+    from yolov5_dattn.hosts.yolov5.quiet import quiet_yolov5
     compat.apply_entrypoints()
     data_yaml.install()
     task = plan["task"]

@@ -2,8 +2,8 @@
 
 `changes` installs everything the plugin's commands install and prints each change in place, in the order made,
 grouped by the step that made it. `--host yolov5` (the default): the shims, the parse_model hook, the summary,
-the entry modules' patches, the run-time wrappers, grouped by the documented step of `yolov5_dattn.yolov5.changes`
-(with the YOLOv5 7.0.14 line it concerns). `--host ultralytics`: what `import yolov5_dattn.ultralytics` installs,
+the entry modules' patches, the run-time wrappers, grouped by the documented step of `yolov5_dattn.hosts.yolov5.changes`
+(with the YOLOv5 7.0.14 line it concerns). `--host ultralytics`: what `import yolov5_dattn.hosts.ultralytics` installs,
 grouped by the numbered steps of that package's docstring.
 `registry` prints the modules model YAMLs can name (YOLOv5's or ultralytics'), with where each is defined.
 """
@@ -16,9 +16,9 @@ HOST_HELP = "which host library: yolov5 (the default: YOLOv5 7.0.14) or ultralyt
 
 def _ultralytics_changes(steps: bool) -> int:
     """`changes --host ultralytics`: the documented steps, or every change in place grouped by step."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    import yolov5_dattn.hosts.ultralytics  # noqa: F401  (installs the host)
     from yolov5_dattn.core.steps import table
-    from yolov5_dattn.ultralytics.changes import STEPS
+    from yolov5_dattn.hosts.ultralytics.changes import STEPS
     if steps:
         print(table(STEPS, "ultralytics 8.4.190"))
         return 0
@@ -47,7 +47,7 @@ def _full_install() -> None:
     """What a training run installs: `import yolov5_dattn`, the entry modules, the run-time wrappers."""
     import yolov5_dattn  # noqa: F401
     import yolov5  # noqa: F401
-    from yolov5_dattn.yolov5 import compat, data_yaml, square_inputs, transfer
+    from yolov5_dattn.hosts.yolov5 import compat, data_yaml, square_inputs, transfer
     compat.apply_entrypoints()
     data_yaml.install()
     transfer.install()
@@ -62,12 +62,12 @@ def changes_main(argv: Sequence[str], prog: str = "yolov5-dattn changes") -> int
     parser.add_argument("--host", choices=HOSTS, default="yolov5", help=HOST_HELP)
     parser.add_argument("--steps", action="store_true",
                         help="list the documented steps instead, applied or not, as one typed table (kind plugin / "
-                             "repair / policy, host file:line, why): yolov5_dattn/yolov5/changes.py, "
-                             "yolov5_dattn/ultralytics/changes.py")
+                             "repair / policy, host file:line, why): yolov5_dattn/hosts/yolov5/changes.py, "
+                             "yolov5_dattn/hosts/ultralytics/changes.py")
     opt = parser.parse_args(list(argv))
     if opt.host == "ultralytics":
         return _ultralytics_changes(opt.steps)
-    from yolov5_dattn.yolov5 import changes
+    from yolov5_dattn.hosts.yolov5 import changes
     if opt.steps:
         from yolov5_dattn.core.steps import table
         print(table(changes.STEPS, "YOLOv5 7.0.14"))
@@ -95,14 +95,14 @@ def registry_main(argv: Sequence[str], prog: str = "yolov5-dattn registry") -> i
         return _ultralytics_registry()
     import yolov5_dattn  # noqa: F401
     import yolov5  # noqa: F401
-    from yolov5_dattn.yolov5.registry import REGISTRY
+    from yolov5_dattn.hosts.yolov5.registry import REGISTRY
     print(REGISTRY.table())
     return 0
 
 
 def _ultralytics_registry() -> int:
     """`registry --host ultralytics`: YAML name, how parse_model builds it, where it is defined."""
-    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
-    from yolov5_dattn.ultralytics.registry import REGISTRY
+    import yolov5_dattn.hosts.ultralytics  # noqa: F401  (installs the host)
+    from yolov5_dattn.hosts.ultralytics.registry import REGISTRY
     print(REGISTRY.table())
     return 0

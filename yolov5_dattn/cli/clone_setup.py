@@ -3,7 +3,7 @@
     yolov5-dattn clone-setup ~/yolov5            # then, in the clone: python train.py --cfg .../yolov5n_c3_dattn.yaml
     yolov5-dattn clone-setup ~/yolov5 --undo     # the clone is byte-identical to before
 
-See `yolov5_dattn.yolov5.clone` for the lines written (three, in models/__init__.py and utils/__init__.py).
+See `yolov5_dattn.hosts.yolov5.clone` for the lines written (three, in models/__init__.py and utils/__init__.py).
 """
 import argparse
 import sys
@@ -17,7 +17,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     p.add_argument("--undo", action="store_true", help="remove the lines clone-setup wrote, restoring the files exactly")
     args = p.parse_args(argv)
 
-    from yolov5_dattn.yolov5.clone import setup, undo
+    from yolov5_dattn.hosts.yolov5.clone import setup, undo
     from yolov5_dattn.errors import UserError
     try:
         changed = (undo if args.undo else setup)(args.clone)

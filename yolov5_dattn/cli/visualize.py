@@ -104,7 +104,7 @@ def checkpoint_host(weights) -> str:
     missing or unreadable: YOLOv5's loader then says what is wrong). Reads the pickle's class names, runs nothing."""
     import torch
 
-    from yolov5_dattn.yolov5.checkpoints import without_process_allowlist
+    from yolov5_dattn.hosts.yolov5.checkpoints import without_process_allowlist
     path = Path(weights)
     if not path.is_file():
         return "yolov5"
@@ -113,13 +113,13 @@ def checkpoint_host(weights) -> str:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # not a zip checkpoint (old format, corrupt)
         names = []
-    return "ultralytics" if any(n.startswith(("ultralytics.", "yolov5_dattn.ultralytics.")) for n in names) \
+    return "ultralytics" if any(n.startswith(("ultralytics.", "yolov5_dattn.hosts.ultralytics.")) for n in names) \
         else "yolov5"
 
 
 def _ultralytics_model(opt):
     """The ultralytics checkpoint's model (float, eval; ultralytics' loader, restricted) and its device."""
-    from yolov5_dattn.ultralytics.baseline import load_checkpoint
+    from yolov5_dattn.hosts.ultralytics.baseline import load_checkpoint
     from ultralytics.utils.torch_utils import select_device
     model = load_checkpoint(opt.weights, trust=opt.trust_checkpoint)
 
@@ -137,7 +137,7 @@ def _yolov5_model(opt):
 
     from yolov5.utils.torch_utils import select_device
 
-    from yolov5_dattn.yolov5.checkpoints import TRUST_ENV, check_model_checkpoint
+    from yolov5_dattn.hosts.yolov5.checkpoints import TRUST_ENV, check_model_checkpoint
     if opt.trust_checkpoint:
         os.environ[TRUST_ENV] = "1"
     model = check_model_checkpoint(opt.weights).float().eval()

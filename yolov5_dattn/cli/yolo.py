@@ -9,7 +9,7 @@
     python scripts/yolo.py train model=...                            # the same, from a checkout
 
 Everything after `yolo` is ultralytics' CLI syntax, unchanged (`yolov5-dattn yolo help` prints ultralytics'
-help). Before it runs, `yolov5_dattn.ultralytics` is installed (the blocks registered, ultralytics offline,
+help). Before it runs, `yolov5_dattn.hosts.ultralytics` is installed (the blocks registered, ultralytics offline,
 GFLOPs that count the attention). `model=` also takes a shipped config by file name
 (`model=yolo11n-c3k2-dattn.yaml`, scale letter included). Bad input (an unknown key, a missing file) is one
 `error:` line and exit status 2.
@@ -33,7 +33,7 @@ def shipped_model(value: str) -> str:
     """`value` of `model=`, or the shipped `configs/ultralytics/` path when it names one of ours by file name
     (`yolo11n-c3k2-dattn.yaml`: the scale letter is kept in the path, ultralytics reads it from there). An
     existing path always wins."""
-    from yolov5_dattn.ultralytics.baseline import shipped_dir, yaml_file
+    from yolov5_dattn.hosts.ultralytics.baseline import shipped_dir, yaml_file
     if not value or Path(value).exists() or "/" in value or "\\" in value:
         return value
     ours = shipped_dir() / value
@@ -75,7 +75,7 @@ def run(argv: Sequence[str]) -> None:
 
     from yolov5_dattn.nn.sampler_switch import sampler_set_to
     argv, sampler = export_sampler_of(argv)
-    import yolov5_dattn.ultralytics  # noqa: F401  (installs the host)
+    import yolov5_dattn.hosts.ultralytics  # noqa: F401  (installs the host)
     import ultralytics.cfg as cfg
 
     from yolov5_dattn import patching
@@ -95,12 +95,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
         print(__doc__.strip())
         return 0
     from yolov5_dattn.core.trust import command_line_trust
-    from yolov5_dattn.ultralytics.pretrained_check import message
+    from yolov5_dattn.hosts.ultralytics.pretrained_check import message
     try:
         with command_line_trust(argv) as argv:  # --trust-checkpoint: full-pickle loads for this run
             run(argv)
     except USER_ERRORS as e:
-        from yolov5_dattn.ultralytics.checkpoints import refusal_in
+        from yolov5_dattn.hosts.ultralytics.checkpoints import refusal_in
         print(f"error: {prog}: {message(refusal_in(e))}", file=sys.stderr)
         return 2
     except TypeError as e:  # ultralytics' refusal of a checkpoint (unsafe, damaged) is a TypeError marked ERROR

@@ -1,4 +1,4 @@
-"""Host-neutral pieces that both host adapters (`yolov5_dattn.yolov5`, `yolov5_dattn.ultralytics`) use.
+"""Host-neutral pieces that both host adapters (`yolov5_dattn.hosts.yolov5`, `yolov5_dattn.hosts.ultralytics`) use.
 
 Nothing here imports a host library.
 """

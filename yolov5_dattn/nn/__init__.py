@@ -1,6 +1,6 @@
 """The math: DAT's deformable attention (offsets -> sample -> attend) in plain torch.
 
-Nothing here imports a detection framework; `yolov5_dattn.yolov5` (and later other hosts) build their
+Nothing here imports a detection framework; `yolov5_dattn.hosts.yolov5` (and later other hosts) build their
 blocks from these modules. `reference` is the straightforward einsum implementation the fast path is
 tested and benchmarked against.
 """

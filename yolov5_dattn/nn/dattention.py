@@ -308,7 +308,7 @@ class DAttention(nn.Module):
         """The fixed_pe table resampled to another query/key map size.
 
         Only used so that shape probes (YOLOv5 builds models with a 256-px image, profiles them at 32)
-        run; training and inference at a size other than `q_size` are refused by `yolov5_dattn.yolov5.fmap`.
+        run; training and inference at a size other than `q_size` are refused by `yolov5_dattn.hosts.yolov5.fmap`.
         Returns: (heads, H·W, Hk·Wk).
         """
         t = self.rpe_table.reshape(self.n_heads * self.q_h * self.q_w, 1, self.kv_h, self.kv_w)

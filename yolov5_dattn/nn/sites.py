@@ -1,8 +1,8 @@
 """Which feature map each DAttention of a built model sees: its stride, measured by one probe forward.
 
 Host-agnostic (pure torch): any model whose forward takes a (1, 3, H, W) image and that may carry a `stride`
-tensor works, so the YOLOv5 host (`yolov5_dattn.yolov5.fmap`, which re-exports these names) and the ultralytics
-host (`yolov5_dattn.ultralytics.fmap_checks`) share it. A YAML that moves a block to another level, or a P6
+tensor works, so the YOLOv5 host (`yolov5_dattn.hosts.yolov5.fmap`, which re-exports these names) and the ultralytics
+host (`yolov5_dattn.hosts.ultralytics.fmap_checks`) share it. A YAML that moves a block to another level, or a P6
 model, needs no special case: the stride comes from the built model.
 """
 import math
