@@ -7,7 +7,7 @@ naming the file and the free space, the previous file kept. `atomic_write_bytes(
 serialized already (ultralytics' trainer). `replace_with(tmp, path)` does the last step for files written by
 someone else's code (exports).
 
-YOLOv5's own `torch.save` calls are routed here by `compat.shim_atomic_checkpoint_saves`, ultralytics' by
+YOLOv5's own `torch.save` calls are routed here by `policy.shim_atomic_checkpoint_saves`, ultralytics' by
 `yolov5_dattn.hosts.ultralytics.atomic_saves`.
 """
 import contextlib

@@ -215,8 +215,8 @@ def test_changes_list_documents_every_step_that_made_a_change():
     assert headers and all(", YOLOv5 " in h for h in headers), headers  # no change outside a documented step
     assert {h.split("(")[1].split(",")[0] for h in headers} <= {"plugin", "repair", "policy"}
     names = {h.split()[0] for h in headers}
-    assert {"compat.shim_fonts_offline", "registry.install_hook", "summary.install", "shipped.install",
-            "compat.shim_resume_beside_checkpoint", "summary.install_sizes", "data_yaml.install",
+    assert {"policy.shim_fonts_offline", "registry.install_hook", "summary.install", "shipped.install",
+            "policy.shim_resume_beside_checkpoint", "summary.install_sizes", "data_yaml.install",
             "transfer.install", "square_inputs.install"} <= names
     assert names <= {s.name for s in changes.STEPS}
     assert "  yolov5.models.yolo.parse_model: parse_model learns the registered modules" in out
@@ -233,11 +233,11 @@ def test_steps_are_ordered_and_documented():
         assert step.kind in ("plugin", "repair", "policy")
         assert callable(step.resolve()), step.name
     model = [s.name for s in changes.steps("model")]
-    assert model.index("compat.shim_no_dataset_downloads") < model.index("compat.shim_backend_names_literal")
+    assert model.index("policy.shim_no_dataset_downloads") < model.index("policy.shim_backend_names_literal")
     entry = [s.name for s in changes.steps("entrypoints")]
     # the line edit of train() reads YOLOv5's source: it must come before anything wraps train()
-    assert entry.index("compat.shim_noval_map50s") < entry.index("summary.install_sizes")
-    assert entry.index("compat.shim_resume_beside_checkpoint") < entry.index("compat.shim_fresh_callbacks")
+    assert entry.index("repairs.shim_noval_map50s") < entry.index("summary.install_sizes")
+    assert entry.index("policy.shim_resume_beside_checkpoint") < entry.index("repairs.shim_fresh_callbacks")
 
 
 def test_parsing_is_temporary():

@@ -1,4 +1,4 @@
-"""`--resume` writes only beside the checkpoint it was given (compat.shim_resume_beside_checkpoint): resuming a
+"""`--resume` writes only beside the checkpoint it was given (policy.shim_resume_beside_checkpoint): resuming a
 copy of a run leaves the original run byte-identical, whatever folder the copy's opt.yaml or checkpoint names."""
 import csv
 import shutil

@@ -1,4 +1,4 @@
-"""Checkpoints are written atomically (yolov5_dattn/atomic.py, routed in by compat.shim_atomic_checkpoint_saves):
+"""Checkpoints are written atomically (yolov5_dattn/atomic.py, routed in by policy.shim_atomic_checkpoint_saves):
 a kill in the middle of a save leaves the previous file loadable; a full disk is one `error:` line, exit 2, with
 the previous checkpoint intact and no temp file left. Covers YOLOv5's train.py saves (last.pt, best.pt),
 strip_optimizer, and the TorchScript export."""

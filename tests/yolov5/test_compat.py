@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import DET_CFG, REPO
-from yolov5_dattn.hosts.yolov5 import compat
+from yolov5_dattn.hosts.yolov5 import compat, policy, repairs
 from yolov5_dattn.errors import UserError
 
 compat.apply_entrypoints()
@@ -17,7 +17,7 @@ compat.apply_entrypoints()
 
 def test_pkg_resources(monkeypatch):
     monkeypatch.delitem(sys.modules, "pkg_resources", raising=False)
-    compat.shim_pkg_resources()
+    repairs.shim_pkg_resources()
     import pkg_resources
     assert pkg_resources.parse_version("1.10") > pkg_resources.parse_version("1.9")
 
@@ -25,7 +25,7 @@ def test_pkg_resources(monkeypatch):
 def test_pkg_resources_stand_in_without_setuptools_pkg_resources(monkeypatch, tmp_path):
     """As on setuptools >=81: the stand-in serves yolov5's parse_version and pytest's syspath_prepend."""
     monkeypatch.setitem(sys.modules, "pkg_resources", None)  # `import pkg_resources` raises ImportError
-    compat.shim_pkg_resources()
+    repairs.shim_pkg_resources()
     stand_in = sys.modules["pkg_resources"]
     assert stand_in is not None and "stand-in" in stand_in.__doc__
     assert stand_in.parse_version("1.10") > stand_in.parse_version("1.9")
@@ -35,14 +35,14 @@ def test_pkg_resources_stand_in_without_setuptools_pkg_resources(monkeypatch, tm
 
 def test_offline_ultralytics(monkeypatch):
     monkeypatch.delenv("YOLO_OFFLINE", raising=False)
-    compat.shim_offline_ultralytics()
+    policy.shim_offline_ultralytics()
     assert os.environ["YOLO_OFFLINE"] == "1"
 
 
 def test_numpy_trapz(monkeypatch):
     from yolov5.utils.metrics import compute_ap
     monkeypatch.delattr(np, "trapz", raising=False)
-    compat.shim_numpy_trapz()
+    repairs.shim_numpy_trapz()
     recall = np.linspace(0.01, 1.0, 50)
     ap, _, _ = compute_ap(recall, np.ones_like(recall))  # a perfect detector
     assert ap == pytest.approx(1.0, abs=0.01)
@@ -52,7 +52,7 @@ def test_pil_getsize_and_offline_font(monkeypatch, tmp_path):
     from PIL import ImageFont
     from yolov5.utils import general, plots
     monkeypatch.delattr(ImageFont.FreeTypeFont, "getsize", raising=False)
-    compat.shim_pil_getsize()
+    repairs.shim_pil_getsize()
     monkeypatch.setattr(general, "CONFIG_DIR", tmp_path)  # no Arial.ttf anywhere
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("font download"))
     font = plots.check_pil_font("Arial.ttf", size=12)
@@ -139,7 +139,7 @@ def test_autocast_warning_silenced_for_yolov5_only():
     import yolov5.train
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # pytest installs its own filters per test: start from "show all"
-        compat.shim_quiet_autocast_warning()
+        repairs.shim_quiet_autocast_warning()
         exec("torch.cuda.amp.autocast(False)", vars(yolov5.train))  # as called from YOLOv5's train.py
         torch.cuda.amp.autocast(False)  # as called from anyone else's code
     assert [str(w.filename) for w in caught if "autocast" in str(w.message)] == [__file__]
@@ -181,7 +181,7 @@ def test_shims_are_idempotent():
     before = general.check_requirements
     compat.apply()
     compat.apply_entrypoints()
-    compat.shim_no_pip_installs()
+    policy.shim_no_pip_installs()
     assert general.check_requirements is before  # not wrapped twice
 
 
