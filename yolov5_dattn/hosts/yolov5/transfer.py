@@ -9,10 +9,12 @@ segment/train.py call it so that a short table also says which tensors start fre
 from collections import OrderedDict
 from typing import Optional
 
-# the table itself is host-agnostic (the ultralytics host prints it too); these names stay importable from here
-from yolov5_dattn.transfer_table import (ATTENTION_KEY, LAYER_SCALE_KEY, ROWS as _SHARED_ROWS,  # noqa: F401
-                                         TransferReport, summarise)
-from yolov5_dattn.transfer_table import format_table as _format_table
+# the report itself is host-neutral (the ultralytics host prints it too); these names stay importable from here
+from yolov5_dattn.core.transfer_report import (ATTENTION_KEY, LAYER_SCALE_KEY, ROWS as _SHARED_ROWS,  # noqa: F401
+                                               TransferReport, summarise)
+from yolov5_dattn.core.transfer_report import format_table as _format_table
+
+__all__ = ["ROWS", "format_table", "install", "last_report", "summarise"]
 
 # reason -> table label, in table order (YOLOv5 excludes only the anchors by name)
 ROWS = OrderedDict(_SHARED_ROWS, excluded="fresh: excluded by YOLOv5 (anchors)")
