@@ -31,9 +31,9 @@ from torch import nn
 from ultralytics.nn.modules.block import C2PSA, C2f, C3k, C3k2, Bottleneck
 from ultralytics.nn.modules.transformer import AIFI
 
+from yolov5_dattn.nn.attention_placement import AttentionPlacement
 from yolov5_dattn.nn.dattention import DAttention
 from yolov5_dattn.nn.fmapsize import FmapSize, dattention_kwargs, split_layerscale
-from yolov5_dattn.nn.layerscale import LayerScale
 
 
 def _kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
@@ -55,7 +55,7 @@ def _replacing_kwargs(fmapsize: Optional[FmapSize], block: str) -> dict:
     return kwargs  # `layerscale: null` is the placement they always have
 
 
-class Bottleneck_DAttention(Bottleneck):
+class Bottleneck_DAttention(AttentionPlacement, Bottleneck):
     """Ultralytics `Bottleneck` (cv1 → cv2) with DAttention; residual as the original.
 
     `z = cv2(cv1(x))`; `y = attention(z)` (the published recipe's placement) or, with layerscale,
@@ -70,17 +70,8 @@ class Bottleneck_DAttention(Bottleneck):
     def __init__(self, c1: int, c2: int, fmapsize: Optional[FmapSize] = None, shortcut: bool = True, g: int = 1,
                  k: tuple = (3, 3), e: float = 0.5, layerscale: Optional[float] = None):
         super().__init__(c1, c2, shortcut, g, k, e)
-        kwargs, layerscale = split_layerscale(_kwargs(fmapsize, type(self).__name__), layerscale)
-        self.attention = DAttention(c2, **kwargs)
-        if layerscale is not None:  # only then: the recipe's parameters and state-dict keys stay as they are
-            self.layer_scale = LayerScale(c2, layerscale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, c1, H, W) -> (B, c2, H, W)."""
-        y = self.cv2(self.cv1(x))
-        scale = getattr(self, "layer_scale", None)
-        y = self.attention(y) if scale is None else y + scale(self.attention(y))
-        return x + y if self.add else y
+        # placement and forward: `AttentionPlacement`
+        self.place_attention(c2, _kwargs(fmapsize, type(self).__name__), layerscale)
 
 
 class C2f_DAttention(C2f):

@@ -20,12 +20,13 @@ from typing import Optional
 from torch import nn
 from yolov5.models.common import C3, Bottleneck
 
-from yolov5_dattn.nn.dattention import DAttention
+from yolov5_dattn.nn.attention_placement import AttentionPlacement
 from yolov5_dattn.nn.fmapsize import LAYERSCALE_KEY, FmapSize, split_layerscale  # noqa: F401  (names kept here)
-from yolov5_dattn.nn.layerscale import LayerScale
+
+__all__ = ["Bottleneck_DAttention", "C3_DAttention"]
 
 
-class Bottleneck_DAttention(Bottleneck):
+class Bottleneck_DAttention(AttentionPlacement, Bottleneck):
     """YOLOv5 Bottleneck (1×1 conv → 3×3 conv) with DAttention; residual when shortcut and c1 == c2.
 
     Args: c1, c2 channels in/out; fmapsize `[h, w]` or a mapping of DAttention kwargs with `q_size` (see
@@ -38,16 +39,7 @@ class Bottleneck_DAttention(Bottleneck):
     def __init__(self, c1: int, c2: int, fmapsize: FmapSize, shortcut: bool = True, g: int = 1, e: float = 0.5,
                  layerscale: Optional[float] = None):
         super().__init__(c1, c2, shortcut, g, e)
-        kwargs, layerscale = split_layerscale(fmapsize, layerscale)
-        self.attention = DAttention(c2, **kwargs)
-        if layerscale is not None:  # only then: the recipe's parameters and state-dict keys stay as they are
-            self.layer_scale = LayerScale(c2, layerscale)
-
-    def forward(self, x):
-        y = self.cv2(self.cv1(x))
-        scale = getattr(self, "layer_scale", None)  # checkpoints pickled before the option have none
-        y = self.attention(y) if scale is None else y + scale(self.attention(y))
-        return x + y if self.add else y
+        self.place_attention(c2, fmapsize, layerscale)  # placement and forward: `AttentionPlacement`
 
 
 class C3_DAttention(C3):
