@@ -26,10 +26,10 @@ import types
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+from yolov5_dattn.core.onnx_opset import MIN_ONNX_OPSET
 from yolov5_dattn.errors import UserError
 
 DEFAULT_OPSET = 17
-MIN_ONNX_OPSET = 16  # grid_sample (DAttention's key sampling)
 TENSORFLOW_FORMATS = ("saved_model", "pb", "tflite", "edgetpu", "tfjs")
 
 # format -> (module that must be importable, pip package that provides it)
