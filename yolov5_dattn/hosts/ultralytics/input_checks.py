@@ -548,6 +548,12 @@ def check_run(owner, mode: str, kwargs: Mapping[str, Any]) -> None:
         check_format(cfg.get("format"))
         from yolov5_dattn.edge_tools import edge_refusal  # a converter that is missing: before any work
         reason = edge_refusal(str(cfg.get("format")).lower(), "format=", cfg.get("quantize") == 8)
+        from torch import nn
+        from yolov5_dattn.sparse_export import sparse_refusal  # sparse queries a target cannot run: before any work
+        model = getattr(owner, "model", None)
+        reason = (sparse_refusal(str(cfg.get("format")).lower(), "format=", model, cfg.get("imgsz"),
+                                 bool(cfg.get("dynamic")), engine_scale=2)
+                  if isinstance(model, nn.Module) else None) or reason
         if reason:
             raise InputError(reason)
         if cfg.get("quantize") == 8 and str(cfg.get("format")).lower() == "openvino":  # NNCF calibrates on data

@@ -96,10 +96,14 @@ def refusal(fmt: str, opt, has_dattention: bool) -> Optional[str]:
     return None
 
 
-def check_formats(opt, include: Sequence[str], has_dattention: bool) -> None:
-    """Raise `UserError` for the first requested format that cannot run here (see `refusal`)."""
+def check_formats(opt, include: Sequence[str], has_dattention: bool, models: Sequence = ()) -> None:
+    """Raise `UserError` for the first requested format that cannot run here (see `refusal`), or that cannot run
+    the sparse queries of one of `models` (`sparse_export.sparse_refusal`: NCNN, TensorRT's limits)."""
+    from yolov5_dattn.sparse_export import sparse_refusal
     for fmt in include:
-        reason = refusal(fmt, opt, has_dattention)
+        reason = next((r for r in (sparse_refusal(fmt, "--include", m, getattr(opt, "imgsz", None),
+                                                  bool(getattr(opt, "dynamic", False))) for m in models) if r),
+                      None) or refusal(fmt, opt, has_dattention)
         if reason:
             raise UserError(reason)
 

@@ -248,7 +248,7 @@ def check_export(opt, models, sampler: Optional[str] = None) -> None:
     if "ncnn" in include and sampler == "gather":
         raise UserError("--sampler gather: NCNN has no layer for the Gather sampler's index arithmetic; --include "
                         "ncnn uses NCNN's own GridSample layer: remove --sampler (or export ncnn separately)")
-    check_formats(opt, include, has_dattention)
+    check_formats(opt, include, has_dattention, models)
 
 
 # ---- running --------------------------------------------------------------------------------------
