@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Optional
 
 from yolov5_dattn import patching
 from yolov5_dattn.core import weights_only
+from yolov5_dattn.core.checkpoint_allowlist import our_classes
 from yolov5_dattn.hosts.public_names import spellings
 from yolov5_dattn.errors import UserError, first_sentence
 from yolov5_dattn.core.trust import TRUST_FLAG, trust_checkpoints, trusted
@@ -59,14 +60,8 @@ class CheckpointRefused(UserError):
 
 def allowed_classes() -> Dict[str, type]:
     """'module.QualName' -> class, for every class of ours a checkpoint may hold."""
-    from yolov5_dattn.nn.dattention import DAttention
-    from yolov5_dattn.nn.layernorm import LayerNormProxy
-    from yolov5_dattn.nn.layerscale import LayerScale
-    from yolov5_dattn.nn.query_selection import QueryScorer
     from . import blocks
-    classes = [DAttention, LayerNormProxy, LayerScale, QueryScorer,
-               *(getattr(blocks, name) for name in blocks.__all__)]
-    return {name: c for c in classes for name in spellings(c)}
+    return {name: c for c in our_classes(blocks) for name in spellings(c)}
 
 
 _entries: Optional[list] = None

@@ -23,7 +23,6 @@ model from it, so `load` also resolves the model dicts of 'model'/'ema' with `sa
 (the same eval-free rules as the hooked parse_model), and refuses the file at once if one would not build.
 """
 import contextlib
-import inspect
 import pathlib
 import pickle
 from pathlib import Path
@@ -33,21 +32,20 @@ import torch
 from torch import nn
 
 from yolov5_dattn.core import weights_only
+from yolov5_dattn.core.checkpoint_allowlist import module_classes, our_classes
 from yolov5_dattn.hosts.public_names import spellings
 from yolov5_dattn.errors import UserError, first_sentence
 from yolov5_dattn.core.trust import TRUST_ENV, TRUST_FLAG, trusted  # noqa: F401  (this module's API too)
 from .safe_yaml import UnsafeModelYAML, check_model_dict
 
+__all__ = ["CALL_REFUSED", "TRUST_ENV", "TRUST_FLAG", "allow_host_modules", "allow_model_modules", "allowlist",
+           "check_model_checkpoint", "is_legacy_format", "load", "only_our_allowlist", "safe_globals", "trusted",
+           "without_process_allowlist"]
+
 _allowlist: Optional[List[Any]] = None
 _safe_globals: Optional[List[Any]] = None
 _host_model_modules: List[Any] = []  # a git clone's models.common/experimental/yolo (`allow_model_modules`)
 CALL_REFUSED = "yolov5_dattn refused a call of"  # in the UnpicklingError a stand-in raises
-
-
-def _module_classes(module) -> List[type]:
-    """nn.Module subclasses defined in `module` (not the ones it merely imports)."""
-    return [obj for _, obj in inspect.getmembers(module, inspect.isclass)
-            if issubclass(obj, nn.Module) and obj.__module__ == module.__name__]
 
 
 def _torch_nn_classes() -> List[type]:
@@ -74,11 +72,9 @@ def allowlist() -> List[Any]:
         from yolov5.models import common, experimental, yolo
 
         from . import blocks
-        from yolov5_dattn.nn import dattention, layernorm, layerscale, query_selection
-        classes = []
-        for module in (common, experimental, yolo, blocks, dattention, layernorm, layerscale, query_selection,
-                       *_host_model_modules):
-            classes += _module_classes(module)
+        classes = our_classes(blocks)
+        for module in (common, experimental, yolo, *_host_model_modules):
+            classes += module_classes(module)
         _allowlist = [*classes, *_torch_nn_classes(), *_numpy_reconstructors(),
                       pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath, pathlib.WindowsPath]
         _allowlist = list({id(o): o for o in _allowlist}.values())
