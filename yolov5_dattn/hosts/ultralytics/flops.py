@@ -8,6 +8,9 @@ plus what thop misses, at the requested size, on a copy of the model); ultralyti
 the fallback for a model our counter cannot run.
 """
 from yolov5_dattn import patching
+from yolov5_dattn.core.summary_flops import summary_gflops
+
+__all__ = ["WHY", "apply", "gflops"]
 
 WHY = ("ultralytics' get_flops reports 0.0 with yolov5's old thop (no stride=) and misses the attention's "
        "matmuls")
@@ -20,15 +23,10 @@ def gflops(model, imgsz=640) -> float:
     Raises whatever the model's forward raises at that size."""
     from ultralytics.utils.torch_utils import unwrap_model
 
-    from yolov5_dattn.analysis.flops import count_flops
-
     model = unwrap_model(model)
-    channels = next(model.parameters()).shape[1]
-    if not isinstance(imgsz, (list, tuple)):
-        imgsz = [imgsz, imgsz]
+    parameter = next(model.parameters())
     # on the model's own device, not `meta`: ultralytics' heads read tensor values (make_anchors' .item())
-    report = count_flops(model, imgsz=list(imgsz)[:2], channels=channels, device=next(model.parameters()).device)
-    return report.thop_with_attention / 1e9
+    return summary_gflops(model, imgsz, device=parameter.device, channels=parameter.shape[1]).gflops
 
 
 def _get_flops(original):

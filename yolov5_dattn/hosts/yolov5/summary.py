@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from yolov5_dattn import patching
-from yolov5_dattn.analysis.flops import ImgSize, count_flops, image_shape
+from yolov5_dattn.analysis.flops import ImgSize, image_shape
+from yolov5_dattn.core.summary_flops import summary_gflops
+
+__all__ = ["SIZED_ENTRIES", "WHY", "current_imgsz", "gflops_text", "install", "install_sizes", "model_info", "sized",
+           "summary_imgsz", "uninstall"]
 
 _forced: List[ImgSize] = []  # stack of sizes set by `summary_imgsz`
 # YOLOv5 entry modules (host-relative) and the function of each that knows the run's image size
@@ -101,23 +105,21 @@ def summary_imgsz(imgsz: ImgSize) -> Iterator[None]:
 
 def gflops_text(model, imgsz: ImgSize) -> str:
     """The GFLOPs part of the summary line, e.g. ', 113.1 GFLOPs at 640x640 (incl. 3.5 ... thop misses)'."""
-    h, w = image_shape(imgsz)
-    stride = int(max(getattr(model, "stride", [32]).max(), 32)) if hasattr(model, "stride") else 32
     # YOLOv5 pads images up to a multiple of the largest stride before they reach the model
-    h, w = (-(-s // stride) * stride for s in (h, w))
+    stride = int(max(getattr(model, "stride", [32]).max(), 32)) if hasattr(model, "stride") else 32
     try:
-        report = count_flops(model, [h, w])
+        counted = summary_gflops(model, imgsz, stride=stride)
     except Exception as e:  # a summary must never stop a run; say why the figure is missing
         return f", GFLOPs not counted ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})"
-    text = f", {_gflops(report.thop_with_attention)} GFLOPs at {h}x{w}"
-    if report.thop_missed:
-        text += f" (incl. {_gflops(report.thop_missed)} GFLOPs of attention matmuls that thop misses)"
+    h, w = counted.size
+    text = f", {_gflops(counted.gflops)} GFLOPs at {h}x{w}"
+    if counted.missed_gflops:
+        text += f" (incl. {_gflops(counted.missed_gflops)} GFLOPs of attention matmuls that thop misses)"
     return text
 
 
-def _gflops(flops: int) -> str:
+def _gflops(g: float) -> str:
     """Three significant figures or more: 113.1, 4.52, 0.172."""
-    g = flops / 1e9
     return f"{g:.{1 if g >= 10 else 2 if g >= 1 else 3}f}"
 
 
