@@ -9,36 +9,21 @@ Google Analytics from `openvino_telemetry`, whatever ultralytics says. Each of
 these is replaced through `yolov5_dattn.patching` (also in the modules that imported it by name), so the same
 code runs whether ultralytics was imported before or after us.
 """
-import os
-from pathlib import Path
-
 from yolov5_dattn import patching
+from yolov5_dattn.core.offline import local_font, never_installs
 from yolov5_dattn.import_hook import when_imported
 from .amp_check import check_amp_offline
+
+__all__ = ["STEP", "apply", "check_font"]
 
 STEP = "offline"
 
 
-def local_font(font: str = "Arial.ttf"):
-    """`check_font` without the download: the font from ultralytics' config dir or matplotlib's list, else None
-    (ultralytics' Annotator then falls back to PIL's default font)."""
-    from matplotlib import font_manager
+def check_font(font: str = "Arial.ttf"):
+    """ultralytics' `check_font` without the download: the font from ultralytics' config dir or already on disk
+    (`yolov5_dattn.core.offline.local_font`); None only without matplotlib (the Annotator then uses PIL's)."""
     from ultralytics.utils import USER_CONFIG_DIR
-
-    file = USER_CONFIG_DIR / Path(font).name
-    if file.exists():
-        return file
-    matches = [f.fname for f in font_manager.fontManager.ttflist if font in f.fname and os.path.exists(f.fname)]
-    return matches[0] if matches else None
-
-
-def _no_install_requirements(original):
-    def check_requirements(requirements=None, exclude=(), install=True, cmds="", constrain=()):
-        """ultralytics' check_requirements with `install=False`: reports what is missing, never runs pip."""
-        if requirements is None:
-            return original(exclude=exclude, install=False, cmds=cmds, constrain=constrain)
-        return original(requirements, exclude=exclude, install=False, cmds=cmds, constrain=constrain)
-    return check_requirements
+    return local_font(font, USER_CONFIG_DIR)
 
 
 def _silence_openvino() -> None:
@@ -61,8 +46,8 @@ def apply() -> None:
     import ultralytics.utils.plotting  # noqa: F401
 
     with patching.applying(STEP):
-        for name, make in (("check_font", lambda original: local_font),
-                           ("check_requirements", _no_install_requirements),
+        for name, make in (("check_font", lambda original: check_font),
+                           ("check_requirements", never_installs),
                            ("check_amp", check_amp_offline)):
             original = getattr(checks, name)
             patching.patch(checks, name, make(original), also=patching.holders(name, original, "ultralytics"),

@@ -8,13 +8,13 @@ which YOLOv5 line it concerns. Every change goes through `yolov5_dattn.patching`
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
 
 from yolov5_dattn import patching
+from yolov5_dattn.core.offline import local_font, never_installs
 
 from .host import PIP, Host, missing_anchor, replace_function
 
-__all__ = ["shim_offline_ultralytics", "offline_font", "shim_fonts_offline", "shim_ultralytics_fonts_offline",
+__all__ = ["shim_offline_ultralytics", "shim_fonts_offline", "shim_ultralytics_fonts_offline",
            "shim_no_pip_installs", "shim_no_hub_lookups", "shim_missing_weights_fail_fast",
            "shim_no_dataset_downloads", "shim_safe_torch_load", "shim_atomic_checkpoint_saves",
            "shim_no_git_status_check", "shim_backend_names_literal", "shim_no_heif_install", "resume_save_dir",
@@ -30,16 +30,6 @@ def shim_offline_ultralytics() -> None:
     set_offline_environment()
 
 
-def offline_font() -> Optional[Path]:
-    """A TrueType font that is on disk already: matplotlib's DejaVuSans (covers Latin, Greek, Cyrillic)."""
-    try:
-        import matplotlib
-        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-        return path if path.is_file() else None
-    except ImportError:
-        return None
-
-
 def shim_fonts_offline(host: Host = PIP) -> None:
     """`check_font` downloads Arial.ttf / Arial.Unicode.ttf; never download, draw with a local font instead.
     (A clone of master draws with ultralytics' Annotator, kept offline by `shim_offline_ultralytics`, and has
@@ -49,14 +39,13 @@ def shim_fonts_offline(host: Host = PIP) -> None:
     from PIL import ImageFont
 
     def check_font(font=general.FONT, progress=False):
-        """No download: plots fall back to `offline_font()` when the font is not on disk."""
+        """No download: plots fall back to a font on disk (`local_font`) when this one is not there."""
 
     def check_pil_font(font=general.FONT, size=10):
-        """The requested font if it is on disk (as given or in YOLOv5's config dir), else DejaVuSans."""
-        for candidate in (Path(font), general.CONFIG_DIR / Path(font).name, offline_font()):
-            if candidate is not None and candidate.is_file():
-                return ImageFont.truetype(str(candidate), size)
-        return ImageFont.load_default(size)
+        """The requested font if it is on disk (as given, in YOLOv5's config dir or known to matplotlib), else
+        DejaVuSans (`yolov5_dattn.core.offline.local_font`)."""
+        path = local_font(font, general.CONFIG_DIR)
+        return ImageFont.load_default(size) if path is None else ImageFont.truetype(str(path), size)
 
     replace_function(general, "check_font", check_font, host, why="no font downloads")
     if hasattr(plots, "check_pil_font") or host is PIP:
@@ -74,9 +63,8 @@ def shim_ultralytics_fonts_offline(host: Host = PIP) -> None:
     from ultralytics.utils import USER_CONFIG_DIR
 
     def check_font(font="Arial.ttf"):
-        """The font if ultralytics has it on disk, else `offline_font()`; never downloads."""
-        file = USER_CONFIG_DIR / Path(font).name
-        return file if file.is_file() else offline_font()
+        """The font if it is on disk (ultralytics' config dir first), else DejaVuSans; never downloads."""
+        return local_font(font, USER_CONFIG_DIR)
 
     replace_function(plotting, "check_font", check_font, host, why="ultralytics' Annotator: no font downloads")
 
@@ -85,11 +73,8 @@ def shim_no_pip_installs(host: Host = PIP) -> None:
     """`check_requirements` may run `pip install` at run time; only report what is missing, never install."""
     general = host.module("utils.general")
 
-    def check_requirements(requirements=None, exclude=(), install=True, cmds='', **kwargs):
-        """Never installs (offline, reproducible); dependencies are declared in setup.cfg."""
-        return True
-
-    replace_function(general, "check_requirements", check_requirements, host, why="never pip-install at run time")
+    # checks nothing, answers True: the dependencies are declared in setup.cfg
+    replace_function(general, "check_requirements", never_installs(), host, why="never pip-install at run time")
 
 
 def _looks_like_hub_id(name: str) -> bool:
