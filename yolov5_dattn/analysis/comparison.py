@@ -145,7 +145,7 @@ def model_host(cfg: str, flag: str = "--cfg") -> Tuple[str, Path]:
 
 
 @dataclass(frozen=True)
-class Host:
+class ComparisonHost:
     """What `compare` needs of a host: reading a model YAML, building a model, measuring its memory in a fresh
     process, and the device FLOPs are counted on ('meta' where the forward needs no tensor values)."""
     name: str
@@ -155,14 +155,14 @@ class Host:
     flops_device: str
 
 
-YOLOV5 = Host("yolov5", _read_yaml, build_model, start_memory_worker, "meta")
+YOLOV5 = ComparisonHost("yolov5", _read_yaml, build_model, start_memory_worker, "meta")
 
 
-def ultralytics_host() -> Host:
-    """The ultralytics `Host` (imports ultralytics and installs our blocks)."""
+def ultralytics_host() -> ComparisonHost:
+    """The ultralytics `ComparisonHost` (imports ultralytics and installs our blocks)."""
     from yolov5_dattn.hosts.ultralytics import baseline
     # on CPU, not `meta`: ultralytics' heads read tensor values (make_anchors)
-    return Host("ultralytics", baseline.read_yaml, baseline.build_model, baseline.start_memory_worker, "cpu")
+    return ComparisonHost("ultralytics", baseline.read_yaml, baseline.build_model, baseline.start_memory_worker, "cpu")
 
 
 def _mixed(cfgs: Sequence[str], hosts: Sequence[str]) -> UserError:
@@ -171,7 +171,7 @@ def _mixed(cfgs: Sequence[str], hosts: Sequence[str]) -> UserError:
                      f"in a call of their own")
 
 
-def host_pairs(cfgs: Sequence[str], baseline: Optional[str]) -> Tuple[Host, List[Tuple[Path, Path]]]:
+def host_pairs(cfgs: Sequence[str], baseline: Optional[str]) -> Tuple[ComparisonHost, List[Tuple[Path, Path]]]:
     """The host of the `--cfg` list and its [(cfg, baseline)] pairs (`pairs_to_compare` for YOLOv5).
 
     UserError for a name neither host knows, or YOLOv5 and ultralytics models in one call."""
