@@ -6,6 +6,7 @@ against cost (params, full GFLOPs, latency, train time), mean and spread over th
         --epochs 12 --imgsz 160 --seeds 0 1 2 --transfer --hyp hyp.demo.yaml --optimizer AdamW --batch-size 16
     python scripts/ablate.py ...                    # the same, from a checkout
     yolov5-dattn ablate --resume                    # continue the latest unfinished ablation
+    yolov5-dattn ablate --preset demo --data D --cfg yolov5n_c3_dattn.yaml   # a protocol measured to be stable
 
 Every other flag goes to each training unchanged (YOLOv5's train.py flags: --hyp, --batch-size, --optimizer,
 --device, --workers, ...). Each run is `yolov5-dattn train` in its own Python; the output lands in
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from yolov5_dattn.analysis.ablation_presets import PRESETS, expand
 from yolov5_dattn.errors import UserError, one_line
 
 
@@ -40,8 +42,12 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "e.g. yolov5n.yaml, segment/yolov5n-seg.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs of every run")
     p.add_argument("--imgsz", type=int, default=None, help="train/val image size of every run (multiple of 32)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="seeds; every config is trained once per seed (3 or more for a verdict that is not weak)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds; every config is trained once per seed (3 or more for a verdict that is not weak; "
+                        "default 0, or the preset's)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a measured protocol (its --epochs, --imgsz, --seeds and train flags; flags given here win): "
+                        + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
     p.add_argument("--weights", default=None,
                    help="a checkpoint every run starts from (YOLOv5's --weights transfer); default: from scratch")
     p.add_argument("--transfer", action="store_true",
@@ -63,6 +69,18 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return p
 
 
+def apply_preset(opt, train_args: List[str]) -> List[str]:
+    """Fill `opt`'s --epochs, --imgsz and --seeds from `--preset` where not given; returns the train flags with
+    the preset's added where not given (unchanged without --preset). UserError with --resume."""
+    if not opt.preset:
+        return list(train_args)
+    if opt.resume:
+        raise UserError("--resume continues an ablation as it was planned: drop --preset")
+    opt.epochs, opt.imgsz, opt.seeds, train_args = expand(PRESETS[opt.preset], opt.epochs, opt.imgsz, opt.seeds,
+                                                          train_args)
+    return train_args
+
+
 def _check_numbers(opt) -> None:
     for flag, value, low in (("--epochs", opt.epochs, 1), ("--imgsz", opt.imgsz, 32),
                              ("--transfer-epochs", opt.transfer_epochs, 1), ("--threads", opt.threads, 1),
@@ -71,6 +89,8 @@ def _check_numbers(opt) -> None:
             raise UserError(f"{flag} {value} is too small: use {flag} {low} or more")
     if opt.imgsz is not None and opt.imgsz % 32:
         raise UserError(f"--imgsz {opt.imgsz} is not a multiple of 32: use --imgsz {(opt.imgsz + 31) // 32 * 32}")
+    if opt.seeds is None:
+        opt.seeds = [0]
     if any(s < 0 for s in opt.seeds) or len(set(opt.seeds)) != len(opt.seeds):
         raise UserError(f"--seeds {' '.join(map(str, opt.seeds))}: give distinct non-negative integers, e.g. --seeds 0 1")
     if opt.transfer_epochs is not None and not opt.transfer:
@@ -93,7 +113,7 @@ def _validate_runs(plan: dict, folder: Path) -> None:
     """Parse and check each distinct config's training exactly as `yolov5-dattn train` will (YOLOv5's parser,
     the wrapper's checks and preflight), before anything is trained: bad input fails here, not after hours."""
     from yolov5_dattn.analysis import ablation
-    from yolov5_dattn.hosts.yolov5 import compat, data_yaml, entrypoint
+    from yolov5_dattn.hosts.yolov5 import compat, data_yaml, entrypoint, run_checks
     from yolov5_dattn.hosts.yolov5.quiet import quiet_yolov5
     compat.apply_entrypoints()
     data_yaml.install()
@@ -111,7 +131,7 @@ def _validate_runs(plan: dict, folder: Path) -> None:
         try:
             with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()), quiet_yolov5():
                 opt, ours = entrypoint.parse(task, argv, prog="train", echo=[])
-                entrypoint.check_run(opt, task, ours)
+                run_checks.check_run(opt, task, ours)
         except SystemExit:  # argparse: an unknown train flag or a bad value
             last = [line for line in captured.getvalue().splitlines() if line.strip()]
             reason = last[-1].split("error:", 1)[-1].strip() if last else "bad train flags"
@@ -143,19 +163,25 @@ def _nc_of(data: str) -> Optional[int]:
 def new_plan(opt, train_args: List[str]) -> dict:
     """The plan of a new ablation from the command line (UserError on bad input)."""
     from yolov5_dattn.analysis import ablation
-    from yolov5_dattn.analysis.comparison import _read_yaml, is_segmentation, pairs_to_compare
+    from yolov5_dattn.analysis.comparison import _read_yaml, is_segmentation, model_host, pairs_to_compare
     from yolov5_dattn.shipped import resolve
     missing = [flag for flag, value in (("--data", opt.data), ("--cfg", opt.cfg), ("--epochs", opt.epochs),
                                         ("--imgsz", opt.imgsz)) if value is None]
     if missing:
         raise UserError(f"{' '.join(missing)} missing: an ablation needs --data, --cfg, --epochs and --imgsz "
-                        f"(or --resume to continue one)")
+                        f"(--preset demo sets --epochs and --imgsz; --resume continues one)")
     data = resolve(opt.data, "data")
     if not Path(data).is_file():
         raise UserError(f"--data {opt.data} not found: pass the path of a dataset YAML or a shipped name such as "
                         f"demo_shapes.yaml")
     if opt.weights and not Path(opt.weights).is_file():
         raise UserError(f"--weights {opt.weights} not found: pass an existing .pt checkpoint")
+    for flag, cfg in [("--cfg", c) for c in opt.cfg] + ([("--baseline", opt.baseline)] if opt.baseline else []):
+        shipped_ultralytics = str(cfg).replace("\\", "/").startswith("ultralytics/")  # as `configs` lists them
+        if shipped_ultralytics or model_host(cfg, flag)[0] == "ultralytics":  # the runs are YOLOv5's train.py
+            raise UserError(f"{flag} {cfg}: an ultralytics model, and ablate trains YOLOv5 models: train it with "
+                            f"yolov5-dattn yolo train, compare its cost with yolov5-dattn compare, or ablate a YOLOv5 "
+                            f"config (yolov5-dattn configs lists them)")
     pairs = pairs_to_compare(opt.cfg, opt.baseline)
     tasks = {is_segmentation(_read_yaml(c, "--cfg")) for c, _ in pairs} | \
         {is_segmentation(_read_yaml(b, "--baseline")) for _, b in pairs}
@@ -181,6 +207,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     opt, train_args = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     from yolov5_dattn.analysis import ablation
     try:
+        train_args = apply_preset(opt, train_args)
         _check_numbers(opt)
         if opt.resume:
             given = [f for f, v in (("--data", opt.data), ("--cfg", opt.cfg), ("--epochs", opt.epochs),
