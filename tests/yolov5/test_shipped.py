@@ -26,8 +26,9 @@ def test_list_configs_by_kind():
     ultralytics = shipped.list_configs(shipped.ULTRALYTICS)
     assert "ultralytics/yolo11-c3k2-dattn.yaml" in ultralytics and not set(ultralytics) & set(models)
     assert shipped.list_configs("data") == ["demo_shapes.yaml", "segment/demo_shapes-seg.yaml"]
-    assert shipped.list_configs("hyp") == ["hyp.demo.yaml"]
-    assert sorted(shipped.list_configs()) == sorted(models + ultralytics + shipped.list_configs("data") + ["hyp.demo.yaml"])
+    assert shipped.list_configs("hyp") == ["hyp.ablate.yaml", "hyp.demo.yaml"]
+    assert sorted(shipped.list_configs()) == sorted(models + ultralytics + shipped.list_configs("data") +
+                                                    ["hyp.ablate.yaml", "hyp.demo.yaml"])
     with pytest.raises(ValueError):
         shipped.list_configs("weights")
 
