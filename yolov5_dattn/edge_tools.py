@@ -18,6 +18,7 @@ EDGE_EXTRA = 'pip install "yolov5-dattn[edge]"'
 # format (both hosts' spelling) -> ((module to import, pip package), ...): converter and runtime
 EDGE_NEEDS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "ncnn": (("pnnx", "pnnx"), ("ncnn", "ncnn")),
+    "mnn": (("MNN", "MNN"),),  # converter (from ONNX) and runtime in one package
 }
 # post-training int8 quantization of an OpenVINO export (NNCF, on the user's own images)
 INT8_NEEDS: Tuple[Tuple[str, str], ...] = (("nncf", "nncf"),)

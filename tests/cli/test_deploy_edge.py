@@ -205,6 +205,8 @@ def _without(modules, code: str, cwd: Path) -> subprocess.CompletedProcess:
     ("yolov5", "ncnn", ["pnnx", "ncnn"], []),
     ("ultralytics", "ncnn", ["ncnn"], []),
     ("ultralytics", "openvino", ["nncf"], ["quantize=8"]),
+    ("yolov5", "mnn", ["MNN"], []),
+    ("ultralytics", "mnn", ["MNN"], []),
 ])
 def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extra, v5_checkpoint, u_checkpoint,
                                                         tmp_path):

@@ -241,7 +241,7 @@ def check_export(opt, models, sampler: Optional[str] = None) -> None:
     from .deploy import check_formats
     include = export_formats_requested(opt)
     has_dattention = any(isinstance(m, DAttention) for model in models for m in model.modules())
-    if ({"onnx", "openvino"} & set(include) and has_dattention and opt.opset < MIN_ONNX_OPSET
+    if ({"onnx", "openvino", "mnn"} & set(include) and has_dattention and opt.opset < MIN_ONNX_OPSET
             and export_sampler(include, sampler) == "grid_sample"):
         raise UserError(f"--opset {opt.opset} cannot express grid_sample (used by DAttention): "
                         f"use --opset {MIN_ONNX_OPSET} or higher (default 17), or --sampler gather")
@@ -262,9 +262,12 @@ def run_export(module, opt, sampler: Optional[str] = None) -> None:
     from yolov5_dattn.export_sampler import export_sampler
     from yolov5_dattn.nn.sampler_switch import sampler_set_to
     from .deploy import openvino_half_on_cpu, output_path
+    from .mnn_export import export_mnn
     from .ncnn_export import export_ncnn
     include = export_formats_requested(opt)
-    ours = {"ncnn": export_ncnn}  # formats YOLOv5's export.run does not have
+    ours = {"ncnn": export_ncnn,  # formats YOLOv5's export.run does not have
+            "mnn": lambda w, imgsz, half: export_mnn(w, imgsz, half=half, dynamic=bool(opt.dynamic),
+                                                     batch_size=opt.batch_size, opset=opt.opset)}
     native = [fmt for fmt in include if fmt not in ours]
     for weights in _weights_list(opt):
         start = time.time()
