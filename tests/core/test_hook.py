@@ -1,5 +1,4 @@
 """The parse_model hook: registration, idempotence, YAML forms, user modules, unsupported YOLOv5."""
-import sys
 import types
 from pathlib import Path
 
@@ -8,11 +7,10 @@ import torch
 import yaml
 from torch import nn
 
-import yolov5_dattn  # noqa: I001  first: applies the compat layer
+import yolov5_dattn  # noqa: F401,I001  first: installs the integration when yolov5 is imported
 import yolov5.models.yolo as yolo
 from yolov5_dattn import C3_DAttention, register, register_module
-from yolov5_dattn.patching import is_patched
-from yolov5_dattn.hosts.yolov5 import registry
+from yolov5_dattn import patching
 from yolov5_dattn.hosts.yolov5.registry import UnsupportedYOLOv5
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +29,14 @@ def small_cfg(layer8, nc=3):
     return d
 
 
-def test_register_is_idempotent():
-    patched = yolo.parse_model
+def test_register_is_idempotent(tmp_path):
+    """Registering again changes nothing more (the journal stays as it is) and models build as before."""
+    before = len(patching.changes("yolov5.models.yolo"))
     register()
     register()
-    assert yolo.parse_model is patched and is_patched(yolo, "parse_model", registry.HOOK_WHY)
-    assert yolo.parse_model.__wrapped__.__code__.co_filename == patched.__code__.co_filename == yolo.__file__
-    assert patched.__code__.co_firstlineno == patched.__wrapped__.__code__.co_firstlineno  # tracebacks keep lines
-    assert yolo.C3_DAttention is C3_DAttention
-    assert C3_DAttention in getattr(yolo, "_yolov5_dattn_repeat_modules")
+    assert len(patching.changes("yolov5.models.yolo")) == before
+    m = build(tmp_path, small_cfg([-1, 3, "C3_DAttention", [1024, [20, 20]]]))
+    assert isinstance(m.model[8], C3_DAttention) and len(m.model[8].m) == 1  # repeats passed as n, as for C3
 
 
 def test_c3_dattention_is_treated_like_c3(tmp_path):
@@ -105,11 +102,15 @@ def test_unknown_parse_model_shape_is_refused():
     exec("def parse_model(d, ch):\n    return d\n", vars(fake))
     fake.__file__ = "<fake>"
     with pytest.raises(UnsupportedYOLOv5, match="yolov5"):
-        yolov5_dattn.hosts.yolov5.registry._patched_parse_model(fake)
+        register(fake)
+    assert not patching.changes("fake_yolo")  # refused before changing anything
 
 
-def test_flat_models_import_is_the_same_module():
-    """attempt_load does `from models.yolo import Model`: it must be our patched module, not a copy."""
-    import models.yolo as flat  # noqa: E402  (yolov5 puts its folder on sys.path)
-    assert flat is yolo
-    assert sys.modules["models.common"] is sys.modules["yolov5.models.common"]
+def test_flat_models_import_is_the_same_module(tmp_path):
+    """attempt_load does `from models.yolo import Model`: that Model builds our blocks, and its models are the
+    package's (a second copy of yolo.py would know neither)."""
+    from models.yolo import Model as FlatModel  # noqa: E402  (yolov5 puts its folder on sys.path)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(small_cfg([-1, 3, "C3_DAttention", [1024, [20, 20]]]), sort_keys=False))
+    m = FlatModel(str(path))
+    assert isinstance(m, yolo.Model) and isinstance(m.model[8], C3_DAttention)

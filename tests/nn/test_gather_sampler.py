@@ -174,7 +174,7 @@ def test_export_default_sampler_per_format():
 
 def test_low_opset_is_refused_only_with_grid_sample():
     """opset < 16 has no GridSample: refused for the grid_sample sampler, allowed with --sampler gather."""
-    from yolov5_dattn.hosts.yolov5.entrypoint import check_export
+    from yolov5_dattn.hosts.yolov5.run_checks import check_export
     models = [DAttention(32, (8, 8), n_heads=4)]
     opt = Namespace(include=["onnx"], opset=14, device="cpu", half=False)
     with pytest.raises(UserError, match="--sampler gather"):

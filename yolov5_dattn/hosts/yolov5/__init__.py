@@ -1,15 +1,15 @@
-"""Everything that touches YOLOv5: the blocks built from its modules, the hook into `parse_model`
-(`registry`), the compatibility shims (`compat`), safe checkpoints, the run-time checks of the
-train/val/detect/export wrappers (`entrypoint`, `preflight`, `fmap`, `input_checks`, `resume`), export
-(`deploy`) and git clones (`clone`).
+"""Everything that touches YOLOv5: the blocks built from its modules, the hook into `parse_model` (`registry`),
+the step table (`changes`, run by `compat`: repairs in `repairs`, policy in `policy`), safe checkpoints, the run seam
+of the train/val/detect/export wrappers (`entrypoint`) and its checks (`run_checks`, `preflight`, `fmap`,
+`input_checks`, `resume`), export (`deploy`) and git clones (`clone`).
 
 `install()` is what `import yolov5_dattn` does to the pip package once `yolov5` is imported.
 """
 
 
 def install() -> None:
-    """Make the pip package `yolov5` run our modules (idempotent): the compatibility shims its model code
-    needs, the registry hook in `parse_model`, the model summary that counts the attention, and the shipped
+    """Make the pip package `yolov5` run our modules (idempotent): the steps its model code needs (repairs
+    and policy), the registry hook in `parse_model`, the model summary that counts the attention, and the shipped
     configs by bare name. What each step changes, and why, is the list in `changes`."""
     from yolov5_dattn.hosts.yolov5 import changes, compat
     compat.apply()

@@ -100,6 +100,9 @@ STEPS: List[InstallStep] = [
     _step("repairs:shim_legacy_onnx_exporter", "repair", "model", "torch.onnx.export as seen from export",
           "export.py:169", "torch >=2.9 exports with dynamo by default (needs onnxscript)", hosts="clone"),
     # ---- what `import yolov5_dattn` adds (pip package)
+    _step("repairs:shim_flat_model_imports", "repair", "install", "sys.modules['models', 'models.*']",
+          "models/experimental.py:75", "attempt_load imports models.yolo from yolov5's folder on sys.path: a second "
+          "copy of yolo.py, whose classes match nothing", hosts="pip", takes_host=False, process=True),
     _step("registry:install_hook", "plugin", "install", "models.yolo.parse_model and the registered names in its "
           "globals", "models/yolo.py:299", "parse_model learns our modules, has no eval, and names the layer that "
           "fails"),

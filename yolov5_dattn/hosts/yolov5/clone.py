@@ -14,7 +14,7 @@ compatibility shims of `yolov5_dattn.hosts.yolov5.compat` (applied to the clone'
 parse_model hook (C3_DAttention & co., no `eval`), the model summary with attention GFLOPs and the safe
 checkpoint loader, which also allows the clone's model classes. When the process runs one of the clone's
 entry scripts (`SCRIPT_TASKS`), the first parse of that script's own parser also adds `--trust-checkpoint`
-and runs the pip scripts' checks (`entrypoint.check_run`: inputs, weights, export formats, preflight) before
+and runs the pip scripts' checks (`run_checks.check_run`: inputs, weights, export formats, preflight) before
 it returns, so bad input is one `error:` line and exit 2 before anything is written; export defaults to
 ONNX opset 17 and fails (exit 2) when a requested format was not written. No module code goes into the
 clone; `undo` removes exactly those lines again, with either line ending. Both files are checked (regular files
@@ -103,7 +103,7 @@ def check_at_first_parse(host) -> None:
 
 def _check_at_first_parse(host, task: str) -> None:
     """Make the first parse by the running script's `parse_opt` add our flags, then run the pip scripts'
-    checks (`entrypoint.check_run`) on the result before returning it. The script's module is not complete
+    checks (`run_checks.check_run`) on the result before returning it. The script's module is not complete
     when the hook runs (it is importing models/utils), so this is the first point where its options exist.
     Bad input: `error: <one line>` on stderr and exit 2, before the script creates its run folder."""
     from yolov5_dattn import patching
@@ -116,21 +116,24 @@ def _check_at_first_parse(host, task: str) -> None:
         if not _called_from_script_parse_opt():
             return real(self, args, namespace)
         patching.undo(where=lambda c: c.replacement is parse_known_args)  # once per process
-        from . import entrypoint, summary
+        from yolov5_dattn.core.onnx_opset import MIN_ONNX_OPSET
+        from . import summary
         from .deploy import DEFAULT_OPSET
-        entrypoint.add_our_flags(self, task, pip_defaults=False)
-        if task == "export" and (self.get_default("opset") or DEFAULT_OPSET) < entrypoint.MIN_ONNX_OPSET:
+        from .flags import OUR_FLAGS, add_our_flags
+        from .run_checks import error_line
+        add_our_flags(self, task, pip_defaults=False)
+        if task == "export" and (self.get_default("opset") or DEFAULT_OPSET) < MIN_ONNX_OPSET:
             self.set_defaults(opset=DEFAULT_OPSET)  # v7.0 says 12, which has no grid_sample; an explicit one is checked
         opt, rest = real(self, args, namespace)
         from yolov5_dattn.shipped import resolve_options
         resolve_options(opt)  # bare shipped names (--cfg yolov5n_c3_dattn.yaml), as the pip scripts take them
-        ours = argparse.Namespace(**{k: opt.__dict__.pop(k, None) for k in entrypoint.OUR_FLAGS})
+        ours = argparse.Namespace(**{k: opt.__dict__.pop(k, None) for k in OUR_FLAGS})
         try:
             _check(host, task, opt, ours)
         except (UserError, AssertionError) as e:  # YOLOv5's own input asserts carry a message
-            if isinstance(e, AssertionError) and not str(e).strip():
+            if error_line(e) is None:
                 raise
-            print(f"error: {one_line(e)}", file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
             raise SystemExit(2) from None
         with patching.applying("clone.check_at_first_parse"):
             summary.install_sizes(host)  # the script's functions exist now
@@ -142,32 +145,32 @@ def _check_at_first_parse(host, task: str) -> None:
 
 
 def _check(host, task: str, opt, ours) -> None:
-    """`entrypoint.check_run` with the clone's `utils.general` (its data/ and hyps, its dataset paths)."""
+    """`run_checks.check_run` with the clone's `utils.general` (its data/ and hyps, its dataset paths)."""
     import os
 
-    from . import entrypoint
+    from . import entrypoint, run_checks
     from .checkpoints import TRUST_ENV
     if task in entrypoint.TRAIN_TASKS and getattr(opt, "resume", False) and not getattr(opt, "evolve", None):
         # resume.check_resume knows the pip package's classes and scripts; the clone's trainer checks its own
         if ours.trust_checkpoint:
             os.environ[TRUST_ENV] = "1"
         return
-    entrypoint.check_run(opt, task, ours, general=host.module("utils.general"))
+    run_checks.check_run(opt, task, ours, general=host.module("utils.general"))
 
 
 def _export_fails_loudly(host, sampler=None) -> None:
     """The clone's export.py `main(opt)` logs a failed format and exits 0; run it through
-    `entrypoint.run_export` instead (UserError, so exit 2, and no half-written file, when a format failed),
+    `export_run.run_export` instead (UserError, so exit 2, and no half-written file, when a format failed),
     with DAttention's `sampler` (--sampler, None for the formats' default)."""
-    from . import entrypoint
+    from .export_run import run_export
     script = host.loaded("export")
     if script is None or not callable(getattr(script, "run", None)):
         return
     from yolov5_dattn import patching
 
     def main(opt):
-        """export.py's main through `entrypoint.run_export`: a format that was not written is exit 2."""
-        return entrypoint.run_export(script, opt, sampler)
+        """export.py's main through `export_run.run_export`: a format that was not written is exit 2."""
+        return run_export(script, opt, sampler)
 
     patching.patch(script, "main", main, why="a clone's export fails loudly when a format was not written")
 

@@ -17,27 +17,25 @@ layer `i` is built leaves with `(i, m, args)` attached (`failing_layer(e)`), so 
 layer (`preflight`) without reading anyone's frames. Line numbers are kept. This file is the only code that
 knows parse_model's internals; every change it makes goes through `yolov5_dattn.patching`.
 
-Names are checked: registering a name that the host's `models.yolo` defines already (YOLOv5's own `C3`), or
-that another class holds in the registry, raises `RegistryConflict` saying where the first one is defined,
-unless `force=True`. `registered()` lists the registry (`yolov5-dattn registry` prints it).
+`REGISTRY` (a `core.registry.Registry`) holds the names: `register_module(cls, channels=True, repeats=False)`,
+where `channels` means the constructor starts `(c1, c2, ...)` (parse_model inserts c1 and scales c2 by
+width_multiple, rounded to a multiple of 8, as for Conv/C3) and `repeats` that its third argument is the repeat count
+n (the YAML's number is depth-scaled and passed as n, as for C3). A name that the host's `models.yolo` defines already
+(YOLOv5's own `C3`), or that another class holds, raises `RegistryConflict` saying where the first one is defined,
+unless `force=True`. `print(REGISTRY)` lists them (`yolov5-dattn registry`).
 """
 import ast
 import functools
-import importlib.util
 import inspect
-import os
-import sys
 from types import ModuleType, SimpleNamespace
 from typing import List, Optional
 
-from torch import nn
-
 from yolov5_dattn import patching
-from yolov5_dattn.core.registry import Entry, Registry, RegistryConflict
+from yolov5_dattn.core.registry import Registry, RegistryConflict
 from yolov5_dattn.patching import where_defined
 
 __all__ = ["REGISTRY", "RegistryConflict", "UnsupportedYOLOv5", "failing_layer", "install_hook", "register",
-           "register_module", "registered"]
+           "register_module"]
 
 CHANNEL_SET = "_yolov5_dattn_channel_modules"  # names injected into yolo.py's globals
 REPEAT_SET = "_yolov5_dattn_repeat_modules"
@@ -91,12 +89,15 @@ class _AttributeLayers(ast.NodeTransformer):
         return node
 
 
-def _yolov5_version() -> str:
+def _refuse(what: str) -> UnsupportedYOLOv5:
+    """The error for a parse_model this hook does not know: `what` it expected."""
     try:
         from importlib.metadata import version
-        return version("yolov5")
+        installed = version("yolov5")
     except Exception:  # a git clone has no distribution metadata
-        return "unknown (not the pip package)"
+        installed = "unknown (not the pip package)"
+    return UnsupportedYOLOv5(f"yolov5_dattn: the installed yolov5 {installed} has a parse_model {what}: install "
+                             f"yolov5==7.0.14")
 
 
 class _ExtendModuleSets(ast.NodeTransformer):
@@ -162,16 +163,13 @@ def _patched_parse_model(yolo: ModuleType, *, safe: bool = True):
     try:
         lines, first_line = inspect.getsourcelines(original)
     except (OSError, TypeError) as e:
-        raise UnsupportedYOLOv5(f"yolov5_dattn: cannot read the source of parse_model of the installed yolov5 "
-                                f"{_yolov5_version()} ({e}): install yolov5==7.0.14 from source files") from None
+        raise _refuse(f"whose source cannot be read ({e}); its .py files are needed") from None
     tree = ast.parse("".join(lines))
     ast.increment_lineno(tree, first_line - 1)
     transformer = _ExtendModuleSets()
     tree = ast.fix_missing_locations(transformer.visit(tree))
     if sorted(transformer.extended) != sorted([CHANNEL_SET, REPEAT_SET]):
-        raise UnsupportedYOLOv5(
-            f"yolov5_dattn: the installed yolov5 {_yolov5_version()} has a parse_model this plugin does not "
-            f"recognise (expected the two `m in {{... C3 ...}}` sets of 7.0.x): install yolov5==7.0.14")
+        raise _refuse("this plugin does not recognise (expected the two `m in {... C3 ...}` sets of 7.0.x)")
     # a parse_model without 7.0's per-layer loop still works, its build errors just name no layer
     tree = ast.fix_missing_locations(_AttributeLayers().visit(tree))
     if safe:
@@ -179,10 +177,8 @@ def _patched_parse_model(yolo: ModuleType, *, safe: bool = True):
         tree = ast.fix_missing_locations(no_eval.visit(tree))
         left = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in ("eval", "exec")]
         if sorted(set(no_eval.replaced)) != sorted(EVAL_ROLES) or left:
-            raise UnsupportedYOLOv5(
-                f"yolov5_dattn: the installed yolov5 {_yolov5_version()} has a parse_model whose eval calls this "
-                f"plugin does not recognise (expected eval(act), eval(m), eval(a) of 7.0.x): install "
-                f"yolov5==7.0.14")
+            raise _refuse("whose eval calls this plugin does not recognise (expected eval(act), eval(m), eval(a) "
+                          "of 7.0.x)")
         patching.patch(yolo, RESOLVE, functools.partial(safe_yaml.resolve, yolo=yolo,
                                                         local_names=frozenset(original.__code__.co_varnames)),
                        why=RESOLVE_WHY)
@@ -191,40 +187,6 @@ def _patched_parse_model(yolo: ModuleType, *, safe: bool = True):
     patched = namespace["parse_model"]
     patched.__wrapped__ = original
     return patched
-
-
-def _default_yolo() -> ModuleType:
-    import yolov5.models.yolo as yolo
-    return yolo
-
-
-def _flat_models_is_pip_package() -> bool:
-    """True unless a top-level `models` other than the pip package's folder is importable.
-
-    Inside a git clone of YOLOv5 (or any project with its own `models` package, found first on
-    sys.path), `models` is that project's: aliasing it to the pip package would hand the clone's
-    `from models.yolo import Model` the wrong classes.
-    """
-    import yolov5.models
-    try:
-        spec = importlib.util.find_spec("models")
-    except (ImportError, ValueError):  # a half-initialised `models` in sys.modules without a spec
-        return False
-    if spec is None or not spec.submodule_search_locations:
-        return spec is None
-    ours = {os.path.realpath(p) for p in yolov5.models.__path__}
-    return {os.path.realpath(p) for p in spec.submodule_search_locations} <= ours
-
-
-def _alias_flat_imports() -> None:
-    """yolov5 puts its folder on sys.path and `attempt_load` does `from models.yolo import ...`, which
-    would load a second copy of yolo.py whose classes never match ours; point `models.*` at ours.
-    Skipped when `models` is someone else's (a git clone of YOLOv5 registers its own via the patch)."""
-    if not _flat_models_is_pip_package():
-        return
-    for name, module in list(sys.modules.items()):
-        if name == "yolov5.models" or name.startswith("yolov5.models."):
-            sys.modules.setdefault(name[len("yolov5."):], module)
 
 
 def _host_owner(name: str) -> Optional[str]:
@@ -243,9 +205,8 @@ REGISTRY = Registry("yolov5", host_owner=_host_owner, on_change=_publish_all)
 _hooked: List[ModuleType] = []
 
 
-def registered() -> List[Entry]:
-    """Everything registered, in registration order (ours first)."""
-    return REGISTRY.entries()
+# `register_module(cls, name=None, force=False, channels=True, repeats=False)`, a call or a decorator
+register_module = REGISTRY.register_module
 
 
 def _host_conflict(yolo: ModuleType, name: str) -> Optional[str]:
@@ -255,28 +216,6 @@ def _host_conflict(yolo: ModuleType, name: str) -> Optional[str]:
     value = vars(yolo)[name]
     return where_defined(value) if isinstance(value, type) or callable(value) else \
         f"{yolo.__name__}.{name} ({getattr(yolo, '__file__', '?')})"
-
-
-def register_module(module: Optional[type] = None, *, channels: bool = True, repeats: bool = False,
-                    name: Optional[str] = None, force: bool = False):
-    """Make a module usable by name in YOLOv5 YAMLs, like YOLOv5's own (`REGISTRY.register_module`).
-
-    Args:
-        module: an nn.Module class.
-        channels: True if its constructor starts `(c1, c2, ...)`: parse_model inserts the input channels c1
-            and scales the YAML's c2 by width_multiple (rounded to a multiple of 8), as for Conv/C3.
-            False: the YAML's arguments are passed unchanged and the output keeps the input's channels.
-        repeats: True if the third argument is a repeat count n (as C3): the YAML's `number` is
-            depth-scaled and passed as n instead of stacking n copies.
-        name: the name YAMLs use; defaults to the class name.
-        force: replace what holds `name` already (a YOLOv5 module such as `C3`, or another registered class)
-            instead of raising `RegistryConflict`.
-    Returns the class, so it can be used as a decorator, bare (`@register_module`) or with arguments
-    (`@register_module(repeats=True)`). Registering the same class under the same name again is a no-op.
-    """
-    if module is None:
-        return lambda cls: register_module(cls, channels=channels, repeats=repeats, name=name, force=force)
-    return REGISTRY.register_module(module, name=name, force=force, channels=channels, repeats=repeats)
 
 
 def _publish(yolo: ModuleType) -> None:
@@ -317,8 +256,7 @@ def register(yolo: Optional[ModuleType] = None) -> None:
         register_module(Bottleneck_DAttention)
         register_module(DAttention, channels=False)  # YAML: [-1, 1, DAttention, [C, [h, w]]]
     if yolo is None:
-        yolo = _default_yolo()
-        _alias_flat_imports()
+        import yolov5.models.yolo as yolo
     if not patching.is_patched(yolo, "parse_model", HOOK_WHY):
         patching.patch(yolo, "parse_model", _patched_parse_model(yolo), why=HOOK_WHY)
     if yolo not in _hooked:

@@ -8,6 +8,8 @@ missing; `torch` is changed only as seen from YOLOv5's own modules (`patching.ov
 """
 import contextlib
 import functools
+import importlib.util
+import os
 import sys
 import types
 import warnings
@@ -19,7 +21,8 @@ from .host import PIP, Host, replace_function
 __all__ = ["shim_quiet_pkg_resources_warning", "shim_pkg_resources", "shim_numpy_trapz", "shim_pil_getsize",
            "shim_ipython_optional", "shim_segment_detect_not_pickled", "shim_legacy_onnx_exporter",
            "shim_openvino_runtime", "shim_quiet_autocast_warning", "shim_video_end_read", "shim_fresh_callbacks",
-           "shim_run_ignores_host_argv", "shim_noval_map50s", "shim_untimed_validation_nms"]
+           "shim_run_ignores_host_argv", "shim_noval_map50s", "shim_untimed_validation_nms",
+           "shim_flat_model_imports"]
 
 
 def shim_quiet_pkg_resources_warning() -> None:
@@ -279,3 +282,32 @@ def shim_untimed_validation_nms() -> None:
             if untimed is None:
                 return  # a YOLOv5 without this limit: nothing to do
         patching.patch(module, "non_max_suppression", untimed, why=why)
+
+
+def _flat_models_is_pip_package() -> bool:
+    """True unless a top-level `models` other than the pip package's folder is importable.
+
+    Inside a git clone of YOLOv5 (or any project with its own `models` package, found first on
+    sys.path), `models` is that project's: aliasing it to the pip package would hand the clone's
+    `from models.yolo import Model` the wrong classes.
+    """
+    import yolov5.models
+    try:
+        spec = importlib.util.find_spec("models")
+    except (ImportError, ValueError):  # a half-initialised `models` in sys.modules without a spec
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return spec is None
+    ours = {os.path.realpath(p) for p in yolov5.models.__path__}
+    return {os.path.realpath(p) for p in spec.submodule_search_locations} <= ours
+
+
+def shim_flat_model_imports() -> None:
+    """yolov5 puts its folder on sys.path and `attempt_load` does `from models.yolo import ...`, which
+    would load a second copy of yolo.py whose classes never match ours; point `models.*` at ours.
+    Skipped when `models` is someone else's (a git clone of YOLOv5 registers its own via the patch)."""
+    if not _flat_models_is_pip_package():
+        return
+    for name, module in list(sys.modules.items()):
+        if name == "yolov5.models" or name.startswith("yolov5.models."):
+            sys.modules.setdefault(name[len("yolov5."):], module)

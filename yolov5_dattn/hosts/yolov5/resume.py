@@ -110,8 +110,8 @@ def check_resume(opt, task: str) -> nn.Module:
                         f"--epochs): to train more, start a new run from it: {script} --weights {last} --data {data} "
                         f"--epochs N")
 
-    from .entrypoint import _is_remote
-    if not _is_remote(data):
+    from .run_checks import is_remote
+    if not is_remote(data):
         if not Path(data).is_file():
             raise UserError(f"--resume {last}: the run's dataset {data} (from {source}) is not found from "
                             f"{Path.cwd()}: run from the folder the training started in, or fix 'data' there")
