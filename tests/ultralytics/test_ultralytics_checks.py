@@ -188,14 +188,15 @@ def test_export_of_a_fixed_pe_checkpoint_refuses_dynamic_and_another_imgsz(train
         model.export(format="onnx", imgsz=[64, 96])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # nothing written beside it
     # the size it was trained at passes the check (the export itself is tested in test_ultralytics_workflow)
-    assert fmap_checks.check_run(model.model, "export", {"imgsz": 64}).overrides == {}
+    passed = fmap_checks.check_run(model.model, "export", {"imgsz": 64})
+    assert fmap_checks.run_overrides(passed, "export") == {} and not passed.square
 
 
 # ---- dwc_pe (size-free): any size runs; what it sees is said ---------------------------------------------------
 def test_dwc_pe_at_another_imgsz_passes_and_says_what_it_sees(cfgs):
     model = YOLO(str(cfgs["dwc"]))
     verdict = fmap_checks.check_run(model.model, "train", {"imgsz": 160, "rect": True, "multi_scale": 0.5})
-    assert verdict.overrides == {} and not verdict.square_val
+    assert fmap_checks.run_overrides(verdict, "train") == {} and not verdict.square
     assert verdict.lines[0] == ("DAttention model.8.m.0.m.0.attention: stride 32, dwc_pe, declared [20, 20] (any "
                                 "size); imgsz=160 -> [5, 5]; rect: long side 5, short side by aspect; "
                                 "multi_scale=0.5 [2, 2]..[8, 8]; validation (rectangular, padded): long side 6, "
@@ -211,18 +212,18 @@ def _site(**kwargs) -> AttentionSite:
 def test_fixed_pe_switches_off_what_it_cannot_follow_per_mode():
     site = _site(**FIXED)
     train = check_plan([site], Plan("train", 64, (64, 64), 32, rect=True, multi_scale=0.5, validates=True))
-    assert train.overrides == {"rect": False, "multi_scale": 0.0} and train.square_val
-    assert train.lines[1:] == [
+    assert fmap_checks.run_overrides(train, "train") == {"rect": False, "multi_scale": 0.0} and train.square
+    assert list(train.lines[1:]) == [
         "rect=True switched off: layer.attention uses fixed_pe [2, 2], rectangular batches would give other sizes",
         "multi_scale=0.5 switched off: layer.attention uses fixed_pe [2, 2], multi-scale would give [1, 1]..[3, 3]",
         "validation uses square 64x64 inputs instead of ultralytics' rectangular batches (long side 96): "
         "layer.attention uses fixed_pe [2, 2]"]
     val = check_plan([site], Plan("val", 64, (64, 64), 32, rect=True, validates=True))
-    assert val.overrides == {"rect": False} and not val.square_val
+    assert fmap_checks.run_overrides(val, "val") == {"rect": False} and val.switch_off == ()
     predict = check_plan([site], Plan("predict", 64, (64, 64), 32, rect=True))
-    assert predict.overrides == {"rect": False}
+    assert fmap_checks.run_overrides(predict, "predict") == {"rect": False}
     rtdetr = check_plan([site], Plan("predict", 64, (64, 64), 32, rect=True, square_eval=True))
-    assert rtdetr.overrides == {}  # RT-DETR letterboxes to exactly imgsz already
+    assert fmap_checks.run_overrides(rtdetr, "predict") == {}  # RT-DETR letterboxes to exactly imgsz already
     with pytest.raises(FeatureMapError, match=r"^layer.attention \(fixed_pe\) is declared for 2x2 \(imgsz=64\) but "
                                               r"imgsz=\[64, 96\] gives 2x3: use imgsz=64: the size"):
         check_plan([site], Plan("predict", [64, 96], (64, 96), 32, checkpoint=True))
@@ -242,7 +243,8 @@ def test_maps_too_small_for_the_layer_are_refused(cfgs, data, tmp_path):
     with pytest.raises(FeatureMapError, match=r"would train on a 1x1 map at imgsz=32: .* use imgsz=64 or more"):
         model.train(imgsz=32, data=str(data["det_yaml"]), project=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
-    assert fmap_checks.check_run(model.model, "val", {"imgsz": 32}).overrides == {}  # inference on 1x1 runs
+    inference = fmap_checks.check_run(model.model, "val", {"imgsz": 32})  # inference on 1x1 runs
+    assert fmap_checks.run_overrides(inference, "val") == {} and inference.lines
 
 
 def test_ultralytics_size_arithmetic():

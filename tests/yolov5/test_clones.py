@@ -167,8 +167,9 @@ def test_clone_checks_run_before_the_script(clone, demo, tmp_path):
     refused = run_in_clone(root, env, log, "train.py", "--cfg", fixed, "--data", demo["det_yaml"], "--imgsz", "128",
                            *common)
     assert refused.returncode == 2, (refused.stdout + refused.stderr)[-3000:]
-    assert _error_lines(refused) == ["error: model.8.m.0.attention: fixed_pe was declared for [2, 2] but --imgsz 128 "
-                                     "gives [4, 4]: use q_size [4, 4] in the YAML or --imgsz 64"]
+    assert _error_lines(refused) == ["error: model.8.m.0.attention (fixed_pe) is declared for 2x2 (--imgsz 64) but "
+                                     "--imgsz 128 gives 4x4: use --imgsz 64 or set q_size [4, 4] in the model "
+                                     "YAML's fmapsize"]
     missing = run_in_clone(root, env, log, "train.py", "--cfg", fixed, "--data", tmp_path / "nowhere.yaml",
                            "--imgsz", "64", *common)
     assert missing.returncode == 2, (missing.stdout + missing.stderr)[-3000:]

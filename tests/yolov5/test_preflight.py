@@ -107,8 +107,8 @@ def test_size_agnostic_detect_reports_letterboxed_video(demo):
 def test_fixed_pe_wrong_imgsz_names_flag_and_right_values(fixed_cfg):
     with pytest.raises(UserError) as e:
         preflight(_train_opt(fixed_cfg, imgsz=320), "train")
-    assert str(e.value) == ("model.8.m.0.attention: fixed_pe was declared for [2, 2] but --imgsz 320 gives "
-                            "[10, 10]: use q_size [10, 10] in the YAML or --imgsz 64")
+    assert str(e.value) == ("model.8.m.0.attention (fixed_pe) is declared for 2x2 (--imgsz 64) but --imgsz 320 "
+                            "gives 10x10: use --imgsz 64 or set q_size [10, 10] in the model YAML's fmapsize")
 
 
 def test_fixed_pe_switches_off_rect_and_multiscale_and_squares_validation(fixed_cfg, capsys):
@@ -149,8 +149,9 @@ def test_fixed_pe_detect_and_export(fixed_cfg):
     model = build_from_cfg(str(fixed_cfg))
     lines = preflight(Namespace(weights="w.pt", imgsz=[64, 64], source="0"), "detect", models=[model])
     assert "letterboxes every image to exactly 64x64" in lines[1] and square_inputs.active()
-    with pytest.raises(UserError, match=r"but --imgsz 64 96 gives \[2, 3\]: use q_size \[2, 3\] in the YAML "
-                                        r"or --imgsz 64$"):
+    # a model from --weights: its fixed_pe table cannot be edited, so only the imgsz is named
+    with pytest.raises(UserError, match=r"but --imgsz 64 96 gives 2x3: use --imgsz 64: the size its fixed_pe "
+                                        r"table was built for$"):
         preflight(Namespace(weights="w.pt", imgsz=[64, 96], source="0"), "detect", models=[model])
     with pytest.raises(UserError, match="^--dynamic: model.8.m.0.attention uses fixed_pe"):
         preflight(Namespace(weights="w.pt", imgsz=[64, 64], dynamic=True, include=["onnx"]), "export",
@@ -218,8 +219,9 @@ def test_scripts_refuse_before_any_work(fixed_cfg, demo, tmp_path, capsys):
     project = tmp_path / "runs"
     common = ["--data", str(demo["det_yaml"]), "--epochs", "1", "--device", "cpu", "--project", str(project)]
     assert main("train", ["--cfg", str(fixed_cfg), "--imgsz", "128", *common]) == 2
-    assert capsys.readouterr().err == ("error: model.8.m.0.attention: fixed_pe was declared for [2, 2] but "
-                                       "--imgsz 128 gives [4, 4]: use q_size [4, 4] in the YAML or --imgsz 64\n")
+    assert capsys.readouterr().err == ("error: model.8.m.0.attention (fixed_pe) is declared for 2x2 (--imgsz 64) "
+                                       "but --imgsz 128 gives 4x4: use --imgsz 64 or set q_size [4, 4] in the "
+                                       "model YAML's fmapsize\n")
     assert main("train", ["--cfg", str(DET_CFG), "--imgsz", "100", *common]) == 2
     assert capsys.readouterr().err.startswith("error: --imgsz 100 is not a multiple")
     assert not project.exists()

@@ -13,19 +13,22 @@ model, needs no special case. The input sizes reproduce YOLOv5 7.0.14's own rule
 - inference letterboxes each image/frame: long side to `imgsz`, short side padded to a stride multiple
   (utils/augmentations.py `letterbox(auto=True)`).
 """
-import math
 from typing import Sequence, Tuple
 
-# host-agnostic, shared with the ultralytics host; re-exported here under their old names
+from yolov5_dattn.core import fmap_plan
+# host-agnostic, shared with the ultralytics host; re-exported here for the YOLOv5 adapter and its tests
 from yolov5_dattn.nn.sites import (HW, AttentionSite, feature_map, find_attention, fmt, grid_size,  # noqa: F401
                                    rect_val_long_side)
+
+__all__ = ["MULTI_SCALE", "AttentionSite", "feature_map", "find_attention", "fmt", "grid_size", "letterbox_shape",
+           "multiscale_range", "rect_val_long_side"]
+
+MULTI_SCALE = 0.5  # train.py's --multi-scale: sides from 0.5·imgsz to 1.5·imgsz
 
 
 def multiscale_range(imgsz: int, gs: int) -> Tuple[int, int]:
     """Smallest and largest square side train.py's `--multi-scale` can pick (multiples of gs)."""
-    low = int(imgsz * 0.5) // gs * gs
-    high = (int(imgsz * 1.5) + gs - 1) // gs * gs
-    return max(low, gs), high
+    return fmap_plan.multiscale_range(imgsz, gs, MULTI_SCALE)
 
 
 def letterbox_shape(src_hw: Sequence[int], new_hw: Sequence[int], stride: int, auto: bool = True) -> HW:

@@ -4,12 +4,14 @@
 
 1. build the model the run will use (from `--cfg`, else the `--weights`/`--resume` checkpoint); a YAML
    naming an unknown module, channels not divisible by heads/groups, a missing key -> one line each;
-2. `--imgsz` must be a multiple of the max stride (YOLOv5 would silently round it);
-3. for each DAttention (found in the built model, with its stride measured by a probe forward), work out
-   the feature maps this task will feed it (`yolov5_dattn.hosts.yolov5.fmap`) and print one line per layer. Size-agnostic
-   variants (dwc_pe, log_cpb, the interpolated table) accept them all. A `fixed_pe` layer refuses a size
-   that cannot fit (naming the flag and the right value); rectangular training, multi-scale and
-   rectangular validation/letterboxing, which it cannot follow, are switched off with a message.
+2. + 3. for each DAttention (found in the built model, with its stride measured by a probe forward), work out
+   the feature maps this task will feed it (`make_plan`, by YOLOv5's rules in `yolov5_dattn.hosts.yolov5.fmap`)
+   and check them with `yolov5_dattn.core.fmap_plan`, the rules and messages the ultralytics host uses too, here
+   in YOLOv5's words (`--imgsz 640`, `--rect`): `--imgsz` must be a multiple of the max stride (YOLOv5 would
+   silently round it); one line per layer says what it will see; a `fixed_pe` layer refuses a size that cannot
+   fit (naming the flag and the right value). What a fixed_pe layer cannot follow (rectangular training,
+   multi-scale, rectangular validation / letterboxing) comes back in the Verdict, and `preflight` applies it:
+   `opt.rect` / `opt.multi_scale` off and `square_inputs` on, each said in a line.
 """
 import contextlib
 import difflib
@@ -18,14 +20,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
-from . import fmap, square_inputs
+from yolov5_dattn.core.fmap_plan import YOLOV5_FLAGS as FLAGS
+from yolov5_dattn.core.fmap_plan import Plan, Verdict, check_plan
 from yolov5_dattn.errors import UserError
+from . import fmap, square_inputs
 from .quiet import quiet_yolov5
+
+__all__ = ["FLAGS", "TASKS", "TRAIN_TASKS", "build_from_cfg", "check_sizes", "make_plan", "preflight", "run_model"]
 
 TASKS = ("train", "val", "detect", "export", "segment-train", "segment-val", "segment-predict")
 TRAIN_TASKS = ("train", "segment-train")
-VAL_TASKS = ("val", "segment-val")
-PREDICT_TASKS = ("detect", "segment-predict")
+MODES = {"train": "train", "segment-train": "train", "val": "val", "segment-val": "val", "detect": "predict",
+         "segment-predict": "predict", "export": "export"}  # each task as a fmap_plan mode
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
 VIDEO_SUFFIXES = (".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv")
 MAX_SCANNED_IMAGES = 200  # a folder source: enough files to show the distinct letterbox shapes
@@ -141,31 +147,6 @@ def run_model(opt, task: str, models: Optional[Sequence] = None):
 
 
 # ---- 2 + 3. sizes --------------------------------------------------------------------------------
-def _imgsz_hw(opt, task: str) -> List[int]:
-    imgsz = opt.imgsz if isinstance(opt.imgsz, (list, tuple)) else [opt.imgsz]
-    imgsz = [int(s) for s in imgsz]
-    return imgsz * 2 if len(imgsz) == 1 else imgsz[:2]
-
-
-def _imgsz_text(opt) -> str:
-    imgsz = opt.imgsz if isinstance(opt.imgsz, (list, tuple)) else [opt.imgsz]
-    return " ".join(str(int(s)) for s in imgsz)
-
-
-def check_imgsz(opt, task: str, gs: int) -> None:
-    """--imgsz must be a multiple of the max stride `gs` (YOLOv5 would round it up and only warn)."""
-    hw = _imgsz_hw(opt, task)
-    bad = [s for s in hw if s % gs]
-    if bad:
-        fixed = [max((s + gs - 1) // gs * gs, gs) for s in hw]
-        fixed_text = " ".join(str(s) for s in (fixed[:1] if fixed[0] == fixed[1] else fixed))
-        raise UserError(f"--imgsz {_imgsz_text(opt)} is not a multiple of the model's max stride {gs}: "
-                        f"use --imgsz {fixed_text}")
-    if task in TRAIN_TASKS and hw[0] < 2 * gs:
-        raise UserError(f"--imgsz {hw[0]} is below YOLOv5's training minimum of 2x the max stride: "
-                        f"use --imgsz {2 * gs} or more")
-
-
 def _source_shapes(source: str, imgsz: Sequence[int], gs: int) -> Optional[List[tuple]]:
     """Letterboxed input sizes (h, w) of a file / folder / glob source (distinct, with counts);
     None for webcams and streams, whose frame size is unknown before they open."""
@@ -201,100 +182,36 @@ def _source_shapes(source: str, imgsz: Sequence[int], gs: int) -> Optional[List[
     return sorted(shapes.items(), key=lambda kv: -kv[1])
 
 
-class _Plan:
-    """The inputs a run will feed the model, and the switches preflight may turn off for fixed_pe."""
-
-    def __init__(self, opt, task: str, gs: int):
-        self.opt, self.task, self.gs = opt, task, gs
-        self.hw = _imgsz_hw(opt, task)
-        self.square_needed = False  # fixed_pe needs rect validation / letterboxing off
-
-    def describe(self, site: fmap.AttentionSite) -> str:
-        """What `site` will see in this run, for size-agnostic layers (one line)."""
-        opt, gs, s = self.opt, self.gs, site.stride
-        parts = [f"--imgsz {_imgsz_text(opt)} -> {fmap.fmt(site.fmap(self.hw))}"]
-        if self.task in TRAIN_TASKS:
-            if getattr(opt, "rect", False):
-                parts.append(f"--rect: long side {self.hw[0] // s}, short side by aspect")
-            if getattr(opt, "multi_scale", False):
-                lo, hi = fmap.multiscale_range(self.hw[0], gs)
-                parts.append(f"--multi-scale {fmap.fmt(site.fmap([lo, lo]))}..{fmap.fmt(site.fmap([hi, hi]))}")
-        if self.task in TRAIN_TASKS or (self.task in VAL_TASKS and getattr(opt, "task", "val") != "speed"):
-            long = fmap.rect_val_long_side(self.hw[0], gs)
-            parts.append(f"validation (rectangular, padded): long side {long // s}, short side by aspect")
-        if self.task in PREDICT_TASKS:
-            shapes = _source_shapes(getattr(opt, "source", ""), self.hw, gs)
-            if shapes is None:
-                parts.append(f"stream frames letterboxed: long side up to {max(site.fmap(self.hw))}, short side "
-                             f"by aspect")
-            elif shapes:
-                seen = ", ".join(f"{fmap.fmt(site.fmap(hw))}" + (f" x{n}" if n > 1 else "") for hw, n in shapes[:4])
-                more = f" and {len(shapes) - 4} more" if len(shapes) > 4 else ""
-                parts.append(f"--source letterboxed -> {seen}{more}")
-        if self.task == "export" and getattr(opt, "dynamic", False):
-            parts.append("--dynamic: any multiple of the stride")
-        return "; ".join(parts)
-
-    def enforce(self, site: fmap.AttentionSite) -> List[str]:
-        """For a fixed_pe layer: raise UserError for a size that cannot fit; switch off what it cannot
-        follow. Returns the messages saying what was switched off."""
-        opt, gs = self.opt, self.gs
-        declared, got = site.declared, site.fmap(self.hw)
-        if got != tuple(declared):
-            need = site.input_for(declared)
-            right = str(need[0]) if need[0] == need[1] else f"{need[0]} {need[1]}"
-            raise UserError(f"{site.name}: fixed_pe was declared for {fmap.fmt(declared)} but --imgsz "
-                            f"{_imgsz_text(opt)} gives {fmap.fmt(got)}: use q_size {fmap.fmt(got)} in the "
-                            f"YAML or --imgsz {right}")
-        notes = []
-        if self.task == "export" and getattr(opt, "dynamic", False):
-            raise UserError(f"--dynamic: {site.name} uses fixed_pe and only runs at {fmap.fmt(declared)} "
-                            f"(--imgsz {_imgsz_text(opt)}): drop --dynamic or use a size-agnostic variant "
-                            f"(dwc_pe)")
-        if self.task in TRAIN_TASKS and getattr(opt, "rect", False):
-            opt.rect = False
-            notes.append(f"--rect switched off: {site.name} uses fixed_pe {fmap.fmt(declared)}, rectangular "
-                         f"batches would give other sizes")
-        if self.task in TRAIN_TASKS and getattr(opt, "multi_scale", False):
-            opt.multi_scale = False
-            lo, hi = fmap.multiscale_range(self.hw[0], gs)
-            notes.append(f"--multi-scale switched off: {site.name} uses fixed_pe {fmap.fmt(declared)}, "
-                         f"multi-scale would give {fmap.fmt(site.fmap([lo, lo]))}..{fmap.fmt(site.fmap([hi, hi]))}")
-        val_rect = self.task in TRAIN_TASKS or (self.task in VAL_TASKS and getattr(opt, "task", "val") != "speed")
-        if val_rect and not self.square_needed:
-            long = fmap.rect_val_long_side(self.hw[0], gs)
-            self.square_needed = True
-            notes.append(f"validation uses square {self.hw[0]}x{self.hw[0]} inputs instead of YOLOv5's "
-                         f"rectangular batches (long side {long}): {site.name} uses fixed_pe {fmap.fmt(declared)}")
-        if self.task in PREDICT_TASKS and not self.square_needed:
-            self.square_needed = True
-            notes.append(f"inference letterboxes every image to exactly {self.hw[0]}x{self.hw[1]} (not the minimal "
-                         f"rectangle): {site.name} uses fixed_pe {fmap.fmt(declared)}")
-        return notes
+def make_plan(opt, task: str, gs: int, checkpoint: bool = False, source_shapes: bool = True) -> Plan:
+    """The Plan (`yolov5_dattn.core.fmap_plan`) of `task` with YOLOv5's parsed `opt`, by YOLOv5 7.0.14's rules
+    (`fmap`): training batches `--imgsz` square (`--rect`: by aspect; `--multi-scale`: 0.5x to 1.5x); validation
+    rectangular and padded (not for `val.py --task speed`); inference letterboxed to a stride multiple. An
+    `--imgsz` off the stride grid, or below 2x the max stride for training, is refused (YOLOv5 would round it
+    with only a warning). `checkpoint`: the model came from --weights; `source_shapes`: scan `--source` for
+    the letterboxed sizes (predict)."""
+    imgsz = opt.imgsz if isinstance(opt.imgsz, (list, tuple)) else [opt.imgsz]
+    sizes = [int(s) for s in imgsz]
+    mode = MODES[task]
+    hw = sizes * 2 if len(sizes) == 1 else sizes[:2]
+    source = str(getattr(opt, "source", "") or "")
+    return Plan(mode=mode, given=sizes, hw=hw, gs=gs,
+                rect=bool(getattr(opt, "rect", False)) if mode == "train" else mode in ("val", "predict"),
+                multi_scale=fmap.MULTI_SCALE if mode == "train" and getattr(opt, "multi_scale", False) else 0.0,
+                validates=mode == "train" or (mode == "val" and getattr(opt, "task", "val") != "speed"),
+                checkpoint=checkpoint, dynamic=mode == "export" and bool(getattr(opt, "dynamic", False)),
+                source_shapes=_source_shapes(source, hw, gs) if mode == "predict" and source and source_shapes
+                else None,
+                refuse_rounding=True, train_floor=2 * gs)
 
 
-def check_sizes(opt, task: str, model) -> List[str]:
-    """Steps 2 and 3 for a built `model`; returns the lines it printed. May switch off opt.rect /
-    opt.multi_scale and turn on `square_inputs` (fixed_pe only)."""
+def check_sizes(opt, task: str, model, checkpoint: bool = False) -> Verdict:
+    """Steps 2 and 3 for a built `model`: the Verdict of `yolov5_dattn.core.fmap_plan` in YOLOv5's words
+    (`--imgsz 640`, `--rect`). Reads `opt` only. Raises UserError (one line) for the first refusal."""
     gs = fmap.grid_size(model)
-    check_imgsz(opt, task, gs)
     sites = fmap.find_attention(model)
-    plan = _Plan(opt, task, gs)
-    lines = []
-    for site in sites:
-        problem = site.query_problem(plan.hw)
-        if problem:
-            raise UserError(f"{problem} (--imgsz {_imgsz_text(opt)})")
-        head = (f"DAttention {site.name}: stride {site.stride}, {site.variant}{site.queries_text(plan.hw)}, declared "
-                f"{fmap.fmt(site.declared)}")
-        if site.size_fixed:
-            lines += [f"{head}; runs at {fmap.fmt(site.declared)} only"] + plan.enforce(site)
-        else:
-            lines.append(f"{head} (any size); {plan.describe(site)}")
-    square_inputs.set_active(plan.square_needed)
-    for line in lines:
-        _say(f"preflight: {line}")
-    return lines
+    scan = any(not site.size_fixed for site in sites)  # only size-free layers report the letterboxed sizes
+    plan = make_plan(opt, task, gs, checkpoint, source_shapes=scan)
+    return check_plan(sites, plan, FLAGS).accept()
 
 
 def preflight(opt, task: str = "detect", models: Optional[Sequence] = None) -> List[str]:
@@ -307,7 +224,7 @@ def preflight(opt, task: str = "detect", models: Optional[Sequence] = None) -> L
         models: models already loaded from --weights (skips loading them again).
     Returns: the lines printed (one per DAttention layer, plus any switch turned off).
     Raises: UserError with one line naming the flag and what to do. May set opt.rect / opt.multi_scale
-        to False (fixed_pe), after printing why.
+        to False and turn square inputs on (fixed_pe), printing why.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -322,5 +239,13 @@ def preflight(opt, task: str = "detect", models: Optional[Sequence] = None) -> L
     model = run_model(checked, task, models)
     if model is None:
         return []
-    # a resumed run: train.py reinstates its opt.yaml, saved after the first preflight had adjusted it
-    return check_sizes(checked, task, model)
+    verdict = check_sizes(checked, task, model, checkpoint=not (task in TRAIN_TASKS and getattr(checked, "cfg", "")))
+    # what a fixed_pe layer cannot follow, applied to the run's options here; a resumed run needs none of it:
+    # train.py reinstates its opt.yaml, saved after the first preflight had switched these off
+    if checked is opt:
+        for key in verdict.switch_off:
+            setattr(opt, key, False)
+    square_inputs.set_active(verdict.square)
+    for line in verdict.lines:
+        _say(f"preflight: {line}")
+    return list(verdict.lines)
