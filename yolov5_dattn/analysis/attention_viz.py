@@ -158,8 +158,12 @@ def layer_geometry(name: str, m: DAttention, map_hw: Tuple[int, int], box: Lette
     `recorded` is the layer's record (from `record_layers`); default `m.recorded`.
 
     Returns a JSON-ready dict: `groups[g]` has `reference` and `sampling` [[x, y], ...] (Hk·Wk points,
-    row-major) and `weight` (attention to each key, mean over the group's heads and all queries);
-    `query` has the query pixel, its cell and `weight[g][k]` (mean over the group's heads).
+    row-major) and `weight` (attention to each key, mean over the group's heads and the queries that attend);
+    `query` has the query pixel, its cell, whether it attends (`selected`) and `weight[g][k]` (mean over the
+    group's heads; zeros for a query that does not attend); `queries` has the layer's `ratio` and that
+    `selected` of `of` (H·W) queries attend, and for a sparse layer (query_ratio < 1) which: `index` (row-major
+    positions, as the module chose them: highest score first), `cells` [[row, col], ...] and `pixels` [[x, y],
+    ...] (cell centres).
     """
     rec = m.recorded if recorded is None else recorded
     # float64 from here on: pixel coordinates and weights are written to JSON rounded, not float32-noisy
@@ -169,16 +173,27 @@ def layer_geometry(name: str, m: DAttention, map_hw: Tuple[int, int], box: Lette
     H, W = map_hw
     per_group = attn.reshape(g, m.n_group_heads, H * W, Hk * Wk).mean(1)  # (g, HW, Ns)
     sampling, reference = normalised_to_image(pos, map_hw, box), normalised_to_image(ref, map_hw, box)
-    mean_weight = per_group.mean(1).numpy()  # (g, Ns)
+    chosen = rec.get("selected")  # (B, k) for a sparse layer: the other queries' rows are zero
+    index = None if chosen is None else chosen[0].cpu().numpy().astype(np.int64)
+    mean_weight = (per_group if index is None else per_group[:, index]).mean(1).numpy()  # (g, Ns)
     if query_xy is None:
         query_xy = ((box.w - 1) / 2, (box.h - 1) / 2)
     row, col = image_to_query(query_xy, map_hw, box)
     query_weight = per_group[:, row * W + col].numpy()  # (g, Ns)
+    scorer = getattr(m, "query_scorer", None)
+    queries = {"ratio": 1.0 if scorer is None else float(scorer.ratio), "selected": int(H * W if index is None else len(index)),
+               "of": int(H * W)}
+    if index is not None:
+        cells = np.stack([index // W, index % W], -1)
+        centres = normalised_to_image(np.stack([2 * cells[:, 0] / max(H - 1, 1) - 1,
+                                                2 * cells[:, 1] / max(W - 1, 1) - 1], -1), map_hw, box)
+        queries.update(index=index.tolist(), cells=cells.tolist(), pixels=centres.round(3).tolist())
     return {
         "name": name,
         "map_hw": [int(H), int(W)],
         "key_hw": [int(Hk), int(Wk)],
         "stride": [box.in_h / H, box.in_w / W],
+        "queries": queries,
         "groups": [{"group": k,
                     "reference": reference[k].reshape(-1, 2).round(3).tolist(),
                     "sampling": sampling[k].reshape(-1, 2).round(3).tolist(),
@@ -187,6 +202,7 @@ def layer_geometry(name: str, m: DAttention, map_hw: Tuple[int, int], box: Lette
                   "cell_centre": normalised_to_image(
                       np.array([2 * row / max(H - 1, 1) - 1, 2 * col / max(W - 1, 1) - 1]), map_hw, box
                   ).round(3).tolist(),
+                  "selected": index is None or bool((index == row * W + col).any()),
                   "weight": query_weight.round(6).tolist()},
     }
 
@@ -210,6 +226,53 @@ def enlarge(img: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
 
 
+def queries_caption(layer: dict) -> str:
+    """'1600 of 6400 queries attend (query_ratio 0.25)' for a sparse layer of `layer_geometry`; '' for a dense one."""
+    q = layer.get("queries") or {}
+    if "index" not in q:
+        return ""
+    return f"{q['selected']} of {q['of']} queries attend (query_ratio {q['ratio']:g})"
+
+
+def _caption(out: np.ndarray, *lines: str) -> None:
+    """`lines` in the top-left corner, white on a black outline (readable on any image); in place."""
+    size = max(0.35, min(out.shape[:2]) / 800)
+    step = int(14 * size / 0.35)
+    for i, text in enumerate(lines, 1):
+        for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(out, text, (4, i * step), cv2.FONT_HERSHEY_SIMPLEX, size, colour, width, cv2.LINE_AA)
+
+
+def letterbox_of(result: dict) -> Letterbox:
+    """The `Letterbox` of an `analyse` / `analyse_ultralytics` result (from its `image_hw` and `letterbox`)."""
+    lb = result["letterbox"]
+    return Letterbox(sx=lb["scale_xy"][0], sy=lb["scale_xy"][1], left=lb["pad_xy"][0], top=lb["pad_xy"][1],
+                     in_w=lb["input_hw"][1], in_h=lb["input_hw"][0], w=result["image_hw"][1], h=result["image_hw"][0])
+
+
+def draw_selected(canvas: np.ndarray, layer: dict, box: Letterbox, scale: float = 1.0) -> np.ndarray:
+    """The query cells a sparse layer selected, lightened (the cells that do not attend stay as they are); a dense
+    layer's canvas is returned unchanged (a copy). `draw_points` on the result adds the count ('k of H·W ...').
+
+    Args: canvas: the image enlarged by `scale`; layer: from `layer_geometry`; box: the input's letterbox.
+    Returns: a drawn copy of canvas.
+    """
+    out = canvas.copy()
+    q = layer.get("queries") or {}
+    if "cells" not in q:
+        return out
+    H, W = layer["map_hw"]
+    mask = np.zeros(out.shape[:2], np.uint8)
+    for row, col in q["cells"]:  # the cell's edges: input pixels [col·s, (col+1)·s) -> original image -> canvas
+        corners = box.input_to_image(np.array([[col * box.in_w / W, row * box.in_h / H],
+                                               [(col + 1) * box.in_w / W, (row + 1) * box.in_h / H]])) + 0.5
+        (x0, y0), (x1, y1) = (corners * scale).round().astype(int)
+        mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1
+    lighter = (out.astype(np.float32) * 0.55 + 255 * 0.45).astype(np.uint8)
+    out[mask.astype(bool)] = lighter[mask.astype(bool)]
+    return out
+
+
 def draw_points(canvas: np.ndarray, layer: dict, group: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
     """Fig. 6: reference grid (grey), an arrow to each deformed sampling point, dot sized by attention.
 
@@ -227,6 +290,8 @@ def draw_points(canvas: np.ndarray, layer: dict, group: Optional[int] = None, sc
             cv2.circle(out, _pt(ref, scale), 1, (160, 160, 160), -1, cv2.LINE_AA)
             cv2.line(out, _pt(ref, scale), _pt(pos, scale), colour, 1, cv2.LINE_AA)
             cv2.circle(out, _pt(pos, scale), int(round(r)), colour, -1, cv2.LINE_AA)
+    if queries_caption(layer):  # a sparse layer: how many queries attend (`draw_selected` marks which)
+        _caption(out, queries_caption(layer))
     return out
 
 
@@ -253,6 +318,8 @@ def draw_query(canvas: np.ndarray, layer: dict, group: Optional[int] = None, sca
         cv2.circle(out, _pt(points[i], scale), int(round(radii[i])), tuple(int(c) for c in colours[i]), -1, cv2.LINE_AA)
     size = max(6, min(out.shape[:2]) // 30)
     cv2.drawMarker(out, _pt(query["pixel"], scale), (255, 255, 255), cv2.MARKER_STAR, size, 2, cv2.LINE_AA)
+    if queries_caption(layer):
+        _caption(out, queries_caption(layer), *([] if query.get("selected", True) else ["this one does not"]))
     return out
 
 

@@ -2,7 +2,9 @@
 
 For every image (or video frame) and every DAttention layer, writes to runs/attention/exp*/:
     <stem>_layer<i>_points.png  reference grid (grey) -> deformed sampling points, one colour per
-                                offset group, dot size = attention weight (mean over all queries);
+                                offset group, dot size = attention weight (mean over the queries that
+                                attend); for a layer with query_ratio < 1 the selected query cells are
+                                lightened and the corner says 'k of H·W queries attend';
     <stem>_layer<i>_query.png   one query pixel's attention over the sampled keys (Fig. 7);
     <stem>.json                 the pixel coordinates of every drawn point, weights and detections;
 and, for a video, <stem>_layer<i>_points.mp4 / _query.mp4 instead of PNGs. Detections are drawn too.
@@ -174,13 +176,17 @@ def load_model(opt):
 
 
 def render(img, result: dict, group: Optional[int], scale: float = 1.0):
-    """[(kind, image)] for each layer of `result`: 'points' (Fig. 6) and 'query' (Fig. 7), detections drawn."""
-    from yolov5_dattn.analysis.attention_viz import draw_detections, draw_points, draw_query, enlarge
+    """[(kind, image)] for each layer of `result`: 'points' (Fig. 6; a sparse layer's selected query cells
+    lightened under the points) and 'query' (Fig. 7), detections drawn."""
+    from yolov5_dattn.analysis.attention_viz import (draw_detections, draw_points, draw_query, draw_selected, enlarge,
+                                                     letterbox_of)
     canvas = draw_detections(enlarge(img, scale), result["detections"], scale)  # under the points
+    box = letterbox_of(result)
     drawn = []
     for layer in result["layers"]:
-        for kind, draw in (("points", draw_points), ("query", draw_query)):
-            drawn.append((f"layer{layer['index']}_{kind}", draw(canvas, layer, group, scale)))
+        drawn.append((f"layer{layer['index']}_points",
+                       draw_points(draw_selected(canvas, layer, box, scale), layer, group, scale)))
+        drawn.append((f"layer{layer['index']}_query", draw_query(canvas, layer, group, scale)))
     return drawn
 
 
@@ -216,7 +222,9 @@ def run(opt, model, layers, kind: str, sources: List[Path], query) -> Path:
     index = {name: i for i, (name, _) in enumerate(layers)}
     chosen = layers if opt.layer is None else [layers[opt.layer]]
     for name, m in layers:
-        print(f"DAttention layer {index[name]}: {name} ({m.n_groups} groups, {m.n_heads} heads)")
+        scorer = getattr(m, "query_scorer", None)  # sparse queries: the share that attends
+        sparse = "" if scorer is None else f", query_ratio {float(scorer.ratio):g}"
+        print(f"DAttention layer {index[name]}: {name} ({m.n_groups} groups, {m.n_heads} heads{sparse})")
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
 
     def analyse_one(img):
