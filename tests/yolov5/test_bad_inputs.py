@@ -268,11 +268,20 @@ def test_old_format_checkpoint_loads_when_trusted(files):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
 
 
-def test_reason_is_never_cut_inside_a_sentence():
+def test_reason_is_never_cut_inside_a_sentence(files, monkeypatch):
+    """The refusal quotes torch's reader: its whole first sentence, however long, and nothing after it."""
+    from yolov5_dattn.errors import UserError
     long_sentence = "PytorchStreamReader failed " + "reading zip archive " * 20 + "here"
-    assert checkpoints._reason(RuntimeError(long_sentence)) == long_sentence
     two = "failed finding central directory. This is an internal miniz error. " + "x " * 200
-    assert checkpoints._reason(RuntimeError(two)) == "failed finding central directory."
+    for message, quoted in ((long_sentence, long_sentence), (two, "failed finding central directory.")):
+        def reader_error(*args, **kwargs):
+            raise RuntimeError(message)
+
+        monkeypatch.setattr(torch, "load", reader_error)
+        with pytest.raises(UserError) as e:
+            checkpoints.load(files.pt)
+        assert str(e.value) == (f"checkpoint {files.pt} is corrupt or not a PyTorch checkpoint ({quoted}): "
+                                f"re-save or re-train it")
 
 
 def test_trust_env_prints_one_notice(files, tmp_path, capsys, monkeypatch):
