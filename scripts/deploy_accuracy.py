@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     for host, weights in (("YOLOv5", args.yolov5), ("ultralytics", args.ultralytics)):
         if weights is not None:
             rows += host_rows(host, weights.resolve(), data, args.imgsz, workdir, args.rows)
-    print(f"\n| host | model | export arguments | mAP50 | mAP50-95 | mAP50 − reference |")
+    print("\n| host | model | export arguments | mAP50 | mAP50-95 | mAP50 − reference |")
     print("|---|---|---|---:|---:|---:|")
     for host in ("YOLOv5", "ultralytics"):
         mine = [r for r in rows if r[0] == host]

@@ -168,7 +168,7 @@ def test_ultralytics_mnn_export_runs_in_mnn_and_autobackend(u_checkpoint, udata,
     assert len(results) == 1 and results[0].orig_shape == (1080, 810) and len(results[0].boxes) > 0
     metrics = model.val(data=str(udata["det_yaml"]), imgsz=64, batch=2, project=str(tmp_path / "runs"),
                         plots=False)
-    assert 0.0 <= metrics.box.map50 <= 1.0 and len(metrics.box.ap_class_index) >= 0
+    assert 0.0 <= metrics.box.map50 <= 1.0 and metrics.speed["inference"] > 0  # val ran the MNN model
 
 
 # ---- no run-time install, no upload ------------------------------------------------------------------------------

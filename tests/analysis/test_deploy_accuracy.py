@@ -1,0 +1,33 @@
+"""scripts/deploy_accuracy.py reads mAP50 and mAP50-95 from both hosts' val output (the first "all" row)."""
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_accuracy.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("deploy_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_map_of_reads_the_all_row_of_each_hosts_val():
+    map_of = _script().map_of
+    yolov5 = ("                 Class     Images  Instances          P          R      mAP50   mAP50-95\n"
+              "                   all         64        154      0.958      0.932      0.987      0.572\n"
+              "                circle         64         51      0.97       0.94       0.99       0.6\n")
+    ultralytics = ("                 Class     Images  Instances      Box(P          R      mAP50  mAP50-95)\n"
+                   "                   all         64        154          1      0.089      0.209      0.146\n")
+    assert map_of(yolov5) == (0.987, 0.572)
+    assert map_of(ultralytics) == (0.209, 0.146)
+    assert map_of("error: --weights x.pt not found\n") is None
+
+
+def test_each_host_has_a_torchscript_reference_and_the_unloadable_rows_are_marked():
+    script = _script()
+    labels = [row[0] for row in script.YOLOV5_ROWS + script.ULTRALYTICS_ROWS]
+    assert sum(label.startswith("TorchScript") for label in labels) == 2  # each host's reference
+    assert [row[3] for row in script.YOLOV5_ROWS if row[0] in ("NCNN", "MNN")] == [False, False]
+    args = script.parse_args(["--data", "d.yaml", "--workdir", "w", "--rows", "MNN"])
+    assert args.imgsz == 128 and args.rows == ["MNN"] and args.yolov5 is None
