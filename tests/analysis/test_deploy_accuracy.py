@@ -28,6 +28,7 @@ def test_each_host_has_a_torchscript_reference_and_the_unloadable_rows_are_marke
     script = _script()
     labels = [row[0] for row in script.YOLOV5_ROWS + script.ULTRALYTICS_ROWS]
     assert sum(label.startswith("TorchScript") for label in labels) == 2  # each host's reference
-    assert [row[3] for row in script.YOLOV5_ROWS if row[0] in ("NCNN", "MNN")] == [False, False]
+    # DetectMultiBackend cannot load these two: YOLOv5's val loop runs them with the runtime as the model
+    assert [row[3] for row in script.YOLOV5_ROWS if row[0].startswith(("NCNN", "MNN"))] == [False, False]
     args = script.parse_args(["--data", "d.yaml", "--workdir", "w", "--rows", "MNN"])
     assert args.imgsz == 128 and args.rows == ["MNN"] and args.yolov5 is None
