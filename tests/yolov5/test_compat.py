@@ -2,12 +2,14 @@
 torch 2.15, setuptools ≥81, offline)."""
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import DET_CFG, REPO
+from yolov5_dattn.core.offline import local_font
 from yolov5_dattn.hosts.yolov5 import compat, policy, repairs
 from yolov5_dattn.errors import UserError
 
@@ -59,7 +61,9 @@ def test_pil_getsize_and_offline_font(monkeypatch, tmp_path):
     monkeypatch.setattr(general, "CONFIG_DIR", tmp_path)  # no Arial.ttf anywhere
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("font download"))
     font = plots.check_pil_font("Arial.ttf", size=12)
-    assert font.path.endswith("DejaVuSans.ttf")
+    # a font already on disk: a system Arial where matplotlib knows one, else matplotlib's DejaVuSans
+    assert Path(font.path).is_file() and not Path(font.path).is_relative_to(tmp_path)
+    assert Path(font.path) == local_font("Arial.ttf", tmp_path)
     image = np.zeros((64, 160, 3), np.uint8)
     annotator = plots.Annotator(image, pil=True)
     annotator.box_label([10, 30, 60, 60], "circle 0.9", color=(255, 0, 0))
