@@ -118,7 +118,7 @@ def _quiet_opencv():
         cv2.utils.logging.setLogLevel(level)
 
 
-def _metadata(archive: _Archive, package: str) -> Tuple[str, str]:
+def _metadata(archive: _Archive) -> Tuple[str, str]:
     """(version, licence text) from the wheel's METADATA or the sdist's PKG-INFO and LICENSE ('' when absent)."""
     version = ""
     for name in sorted(archive.names):
@@ -166,7 +166,7 @@ def read_archive(path: Union[str, Path], source: Source) -> Tuple[Dict[str, str]
     path = Path(path)
     archive = _Archive(path)
     try:
-        version, licence = _metadata(archive, source.package)
+        version, licence = _metadata(archive)
         # a wheel stores "deepforest/data/x.xml", an sdist "deepforest-2.1.0/src/deepforest/data/x.xml"
         in_data = {n: PurePosixPath(n) for n in archive.names
                    if ("/" + str(PurePosixPath(n).parent)).endswith("/" + source.data_dir)}
