@@ -10,7 +10,7 @@ from typing import Callable, Tuple
 import numpy as np
 import torch
 
-__all__ = ("calibrated", "assert_varies", "calibrated_ultralytics_checkpoint")
+__all__ = ("calibrated", "assert_varies", "calibrated_ultralytics_checkpoint", "calibrated_yolov5_checkpoint", "copy_into")
 
 
 def calibrated(model: torch.nn.Module) -> torch.nn.Module:
@@ -56,3 +56,25 @@ def calibrated_ultralytics_checkpoint(path: Path) -> Tuple[Path, Callable[[torch
         with torch.no_grad():
             return fused(x)[0].numpy()
     return path, forward
+
+
+def calibrated_yolov5_checkpoint(path: Path, cfg: Path) -> Tuple[Path, Callable[[torch.Tensor], np.ndarray]]:
+    """A random-init, calibrated YOLOv5 model of `cfg` (3 classes) saved at `path` as YOLOv5 saves one, and its
+    fused eval forward (the default sampler, grid_sample): (B, 3, H, W) -> the first output as an array."""
+    from yolov5.models.experimental import attempt_load
+    from yolov5.models.yolo import Model
+    torch.manual_seed(0)
+    model = calibrated(Model(str(cfg), ch=3, nc=3))
+    torch.save({"model": model, "epoch": -1}, path)
+    fused = attempt_load(str(path), device="cpu", fuse=True).eval()
+
+    def forward(x):
+        with torch.no_grad():
+            return fused(x)[0].numpy()
+    return path, forward
+
+
+def copy_into(path: Path, folder: Path) -> Path:
+    """A byte copy of `path` in `folder` (an export writes beside its checkpoint)."""
+    (folder / path.name).write_bytes(path.read_bytes())
+    return folder / path.name

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibrated_models import assert_varies, calibrated, calibrated_ultralytics_checkpoint
+from calibrated_models import (assert_varies, calibrated_ultralytics_checkpoint, calibrated_yolov5_checkpoint,
+                               copy_into)
 from conftest import DET_CFG, REPO, run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.ncnn_forms import ncnn_forms
@@ -91,30 +92,14 @@ def test_ncnn_forms_compute_the_same_numbers():
 # ---- YOLOv5 ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def v5_checkpoint(tmp_path_factory):
-    """A random-init yolov5n_c3_dattn (3 classes) saved as YOLOv5 saves one, and its fused fp32 forward."""
-    from yolov5.models.experimental import attempt_load
-    from yolov5.models.yolo import Model
-    torch.manual_seed(0)
-    model = calibrated(Model(str(DET_CFG), ch=3, nc=3))
-    path = tmp_path_factory.mktemp("edge-v5") / "best.pt"
-    torch.save({"model": model, "epoch": -1}, path)
-    fused = attempt_load(str(path), device="cpu", fuse=True).eval()
-
-    def forward(x):
-        with torch.no_grad():
-            return fused(x)[0].numpy()
-    return path, forward
-
-
-def _copy(path: Path, folder: Path) -> Path:
-    (folder / path.name).write_bytes(path.read_bytes())
-    return folder / path.name
+    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward."""
+    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("edge-v5") / "best.pt", DET_CFG)
 
 
 @pytest.mark.parametrize("h,w", SIZES)
 def test_yolov5_ncnn_export_runs_in_ncnn(v5_checkpoint, h, w, tmp_path):
     checkpoint, pytorch = v5_checkpoint
-    weights = _copy(checkpoint, tmp_path)
+    weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", h, w, "--device", "cpu", "--include", "ncnn") == 0
     assert sampler() == "grid_sample"
     folder = tmp_path / "best_ncnn_model"
@@ -131,7 +116,7 @@ def test_yolov5_ncnn_export_runs_in_ncnn(v5_checkpoint, h, w, tmp_path):
 
 
 def test_yolov5_ncnn_with_gather_sampler_is_refused(v5_checkpoint, tmp_path, capsys):
-    weights = _copy(v5_checkpoint[0], tmp_path)
+    weights = copy_into(v5_checkpoint[0], tmp_path)
     assert run_task("export", "--weights", weights, "--include", "ncnn", "--sampler", "gather") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --sampler gather: NCNN has no layer"), err
@@ -157,7 +142,7 @@ def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(u_checkpoint, tmp_
     for h, w in SIZES:
         work = tmp_path / f"{h}x{w}"
         work.mkdir()
-        weights = _copy(checkpoint, work)
+        weights = copy_into(checkpoint, work)
         assert _yolo("export", f"model={weights}", "format=ncnn", f"imgsz=[{h},{w}]") == 0
         assert sampler() == "grid_sample"
         folder = work / "u_ncnn_model"
@@ -183,7 +168,7 @@ def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(u_checkpoint, tmp_
 
 
 def test_ultralytics_ncnn_with_gather_sampler_is_refused(u_checkpoint, tmp_path, capsys):
-    weights = _copy(u_checkpoint[0], tmp_path)
+    weights = copy_into(u_checkpoint[0], tmp_path)
     assert _yolo("export", f"model={weights}", "format=ncnn", "sampler=gather") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sampler=gather: NCNN has no layer" in err[0], err
@@ -211,11 +196,11 @@ def _without(modules, code: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extra, v5_checkpoint, u_checkpoint,
                                                         tmp_path):
     if host == "yolov5":
-        weights = _copy(v5_checkpoint[0], tmp_path)
+        weights = copy_into(v5_checkpoint[0], tmp_path)
         code = ("from yolov5_dattn.cli import main\n"
                 f"sys.exit(main(['export', '--weights', {str(weights)!r}, '--include', {fmt!r}]))")
     else:
-        weights = _copy(u_checkpoint[0], tmp_path)
+        weights = copy_into(u_checkpoint[0], tmp_path)
         code = ("from yolov5_dattn.cli import main\n"
                 f"sys.exit(main(['yolo', 'export', 'model={weights}', 'format={fmt}', 'imgsz=64', *{extra!r}]))")
     result = _without(missing, code, tmp_path)
@@ -238,7 +223,7 @@ def test_ultralytics_openvino_int8_on_the_users_images(u_checkpoint, udata, tmp_
     is random, and random weights amplify quantization error far beyond what a trained model shows."""
     import xml.etree.ElementTree as ET
     from ultralytics.nn.autobackend import AutoBackend
-    weights = _copy(u_checkpoint[0], tmp_path)
+    weights = copy_into(u_checkpoint[0], tmp_path)
     assert _yolo("export", f"model={weights}", "format=openvino", "quantize=8", f"data={udata['det_yaml']}",
                  "imgsz=64") == 0
     folder = tmp_path / "u_int8_openvino_model"
@@ -252,7 +237,7 @@ def test_ultralytics_openvino_int8_on_the_users_images(u_checkpoint, udata, tmp_
 
 
 def test_ultralytics_int8_needs_data(u_checkpoint, tmp_path, capsys):
-    weights = _copy(u_checkpoint[0], tmp_path)
+    weights = copy_into(u_checkpoint[0], tmp_path)
     assert _yolo("export", f"model={weights}", "format=openvino", "quantize=8") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quantize=8 calibrates on your images: pass data=" in err[0], err

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibrated_models import assert_varies, calibrated, calibrated_ultralytics_checkpoint
+from calibrated_models import (assert_varies, calibrated_ultralytics_checkpoint, calibrated_yolov5_checkpoint,
+                               copy_into)
 from conftest import DET_CFG, NETGUARD, REPO, run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.sampler_switch import sampler, sampler_set_to
@@ -54,11 +55,6 @@ def _worst(got: np.ndarray, expected: np.ndarray) -> float:
     return float((np.abs(got - expected) / np.maximum(1.0, np.abs(expected))).max())
 
 
-def _copy(path: Path, folder: Path) -> Path:
-    (folder / path.name).write_bytes(path.read_bytes())
-    return folder / path.name
-
-
 def test_dattention_with_the_gather_sampler_runs_in_mnn(tmp_path):
     import onnx
     from yolov5_dattn.mnn_convert import onnx_to_mnn
@@ -86,25 +82,14 @@ def test_dattention_with_the_gather_sampler_runs_in_mnn(tmp_path):
 # ---- YOLOv5 ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def v5_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolov5n_c3_dattn (3 classes) saved as YOLOv5 saves one, and its fused forward."""
-    from yolov5.models.experimental import attempt_load
-    from yolov5.models.yolo import Model
-    torch.manual_seed(0)
-    model = calibrated(Model(str(DET_CFG), ch=3, nc=3))
-    path = tmp_path_factory.mktemp("mnn-v5") / "best.pt"
-    torch.save({"model": model, "epoch": -1}, path)
-    fused = attempt_load(str(path), device="cpu", fuse=True).eval()
-
-    def forward(x):
-        with torch.no_grad():
-            return fused(x)[0].numpy()
-    return path, forward
+    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward."""
+    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("mnn-v5") / "best.pt", DET_CFG)
 
 
 def test_yolov5_mnn_export_runs_in_mnn(v5_checkpoint, tmp_path):
     import MNN
     checkpoint, pytorch = v5_checkpoint
-    weights = _copy(checkpoint, tmp_path)
+    weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", 64, 96, "--device", "cpu", "--include", "mnn",
                     "--dynamic") == 0
     assert sampler() == "grid_sample"  # the export's Gather sampler was for its run only
@@ -139,7 +124,7 @@ def test_ultralytics_mnn_export_runs_in_mnn_and_autobackend(u_checkpoint, udata,
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
     checkpoint, pytorch = u_checkpoint
-    weights = _copy(checkpoint, tmp_path)
+    weights = copy_into(checkpoint, tmp_path)
     assert _yolo("export", f"model={weights}", "format=mnn", "imgsz=[64,96]", "dynamic=True") == 0
     assert sampler() == "grid_sample"
     # ultralytics keeps the ONNX file it converted from: the Gather sampler's graph
@@ -192,8 +177,8 @@ def _fresh(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_exports_never_run_mnns_logger(v5_checkpoint, u_checkpoint, tmp_path):
-    v5 = _copy(v5_checkpoint[0], tmp_path)
-    u = _copy(u_checkpoint[0], tmp_path)
+    v5 = copy_into(v5_checkpoint[0], tmp_path)
+    u = copy_into(u_checkpoint[0], tmp_path)
     result = _fresh(
         "from yolov5_dattn.cli import main\n"
         f"assert main(['export', '--weights', {str(v5)!r}, '--include', 'mnn', '--imgsz', '64']) == 0\n"

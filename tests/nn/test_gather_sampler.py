@@ -24,7 +24,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calibrated_models import assert_varies, calibrated, calibrated_ultralytics_checkpoint
+from calibrated_models import (assert_varies, calibrated_ultralytics_checkpoint, calibrated_yolov5_checkpoint,
+                               copy_into)
 from conftest import DET_CFG, REPO, run_task
 from yolov5_dattn.errors import UserError
 from yolov5_dattn.export_sampler import export_sampler
@@ -215,30 +216,13 @@ def _session(path):
 
 @pytest.fixture(scope="module")
 def yolov5_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolov5n_c3_dattn (3 classes) saved as YOLOv5 saves one, and its fused eval
-    forward."""
-    from yolov5.models.experimental import attempt_load
-    from yolov5.models.yolo import Model
-    torch.manual_seed(0)
-    model = calibrated(Model(str(DET_CFG), ch=3, nc=3))
-    path = tmp_path_factory.mktemp("gather-v5") / "best.pt"
-    torch.save({"model": model, "epoch": -1}, path)
-    fused = attempt_load(str(path), device="cpu", fuse=True).eval()
-
-    def forward(x):
-        with torch.no_grad():  # the default sampler: grid_sample
-            return fused(x)[0].numpy()
-    return path, forward
-
-
-def _copy(path: Path, folder: Path) -> Path:
-    (folder / path.name).write_bytes(path.read_bytes())
-    return folder / path.name
+    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward."""
+    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("gather-v5") / "best.pt", DET_CFG)
 
 
 def test_yolov5_dynamic_gather_export_runs_at_every_size(yolov5_checkpoint, tmp_path):
     checkpoint, pytorch = yolov5_checkpoint
-    weights = _copy(checkpoint, tmp_path)
+    weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", EXPORT_IMGSZ, "--device", "cpu", "--include", "onnx",
                     "--opset", "17", "--dynamic", "--sampler", "gather") == 0
     assert sampler() == "grid_sample"  # the export's choice ends with it
@@ -253,7 +237,7 @@ def test_yolov5_dynamic_gather_export_runs_at_every_size(yolov5_checkpoint, tmp_
 
 def test_yolov5_static_gather_export(yolov5_checkpoint, tmp_path):
     checkpoint, pytorch = yolov5_checkpoint
-    weights = _copy(checkpoint, tmp_path)
+    weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", EXPORT_IMGSZ, "--device", "cpu", "--include", "onnx",
                     "--sampler", "gather") == 0  # opset 17 by default
     path = weights.with_suffix(".onnx")
@@ -266,7 +250,7 @@ def test_yolov5_static_gather_export(yolov5_checkpoint, tmp_path):
 
 
 def test_yolov5_bad_sampler_is_refused(yolov5_checkpoint, tmp_path, capsys):
-    weights = _copy(yolov5_checkpoint[0], tmp_path)
+    weights = copy_into(yolov5_checkpoint[0], tmp_path)
     with pytest.raises(SystemExit) as e:
         run_task("export", "--weights", weights, "--include", "onnx", "--sampler", "bicubic")
     assert e.value.code == 2
@@ -289,7 +273,7 @@ def _yolo_export(weights, *keys):
 @pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "static"])
 def test_ultralytics_gather_export(ultralytics_checkpoint, dynamic, tmp_path):
     checkpoint, pytorch = ultralytics_checkpoint
-    weights = _copy(checkpoint, tmp_path)
+    weights = copy_into(checkpoint, tmp_path)
     assert _yolo_export(weights, f"dynamic={dynamic}", "sampler=gather") == 0
     assert sampler() == "grid_sample"
     path = weights.with_suffix(".onnx")
@@ -307,7 +291,7 @@ def test_ultralytics_gather_export(ultralytics_checkpoint, dynamic, tmp_path):
 ])
 def test_ultralytics_bad_sampler_is_refused(ultralytics_checkpoint, args, message, tmp_path, capsys):
     from yolov5_dattn.cli.yolo import main
-    weights = _copy(ultralytics_checkpoint[0], tmp_path)
+    weights = copy_into(ultralytics_checkpoint[0], tmp_path)
     assert main([*args, f"model={weights}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
