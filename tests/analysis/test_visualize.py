@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from model_forwards import recorded_attention
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "visualize_attention.py"
 IMGSZ = 160  # P5 map 5x5
 QUERY = (20.0, 15.0)
@@ -44,18 +46,7 @@ def strs(*args):
 
 def module_positions(weights: Path, img: np.ndarray):
     """The DAttention's own recorded positions and attention for `img`, letterboxed as YOLOv5 does."""
-    from yolov5.utils.augmentations import letterbox
-
-    from yolov5_dattn.hosts.yolov5.checkpoints import check_model_checkpoint
-    from yolov5_dattn.nn.dattention import DAttention
-    model = check_model_checkpoint(weights).float().eval()
-    (m,) = [m for m in model.modules() if isinstance(m, DAttention)]
-    padded, _, _ = letterbox(img, IMGSZ, auto=False)
-    x = torch.from_numpy(padded[..., ::-1].transpose(2, 0, 1).copy()).float().div(255).unsqueeze(0)
-    m.record = True
-    with torch.no_grad():
-        model(x)
-    return m, m.recorded
+    return recorded_attention(weights, img, IMGSZ)
 
 
 def to_pixels(coords: np.ndarray, H: int, W: int, h: int, w: int) -> np.ndarray:

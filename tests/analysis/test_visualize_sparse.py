@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from conftest import DET_CFG
+from model_forwards import recorded_attention
 
 IMGSZ = 160  # P5 map 5x5: 25 queries
 RATIO = 0.3  # 8 of them attend
@@ -43,18 +44,8 @@ def image(tmp_path_factory) -> Path:
 
 def _module_selection(weights: Path, img: np.ndarray) -> torch.Tensor:
     """The (k,) positions the sparse DAttention selects on `img`, letterboxed as YOLOv5 does, from its own record."""
-    from yolov5.utils.augmentations import letterbox
-
-    from yolov5_dattn.hosts.yolov5.checkpoints import check_model_checkpoint
-    from yolov5_dattn.nn.dattention import DAttention
-    model = check_model_checkpoint(weights).float().eval()
-    (m,) = [m for m in model.modules() if isinstance(m, DAttention)]
-    padded, _, _ = letterbox(img, IMGSZ, auto=False)
-    x = torch.from_numpy(padded[..., ::-1].transpose(2, 0, 1).copy()).float().div(255).unsqueeze(0)
-    m.record = True
-    with torch.no_grad():
-        model(x)
-    return m.recorded["selected"][0], m.recorded["attn"][0]
+    _, recorded = recorded_attention(weights, img, IMGSZ)
+    return recorded["selected"][0], recorded["attn"][0]
 
 
 def test_json_lists_the_modules_own_selection_and_the_figure_marks_it(sparse_weights, image, tmp_path, capsys):
