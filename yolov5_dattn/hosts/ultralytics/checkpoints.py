@@ -35,7 +35,7 @@ from yolov5_dattn import patching
 from yolov5_dattn.core import weights_only
 from yolov5_dattn.core.checkpoint_allowlist import our_classes
 from yolov5_dattn.hosts.public_names import spellings
-from yolov5_dattn.errors import UserError, first_sentence
+from yolov5_dattn.errors import UserError, torch_load_reason
 from yolov5_dattn.core.trust import TRUST_FLAG, trust_checkpoints, trusted
 
 __all__ = ["CheckpointRefused", "allowed_classes", "apply", "is_ddp_state", "refusal_in", "torch_load",
@@ -165,14 +165,6 @@ def _is_zip(f: Any) -> bool:
         f.seek(start)
 
 
-def _reason(e: BaseException) -> str:
-    """torch's reason in one sentence: its weights-only errors are a paragraph of advice, then the reason (after
-    'WeightsUnpickler error:' or a blank line), then more advice."""
-    text = str(e)
-    text = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else \
-        text.split("\n\n", 1)[-1]
-    return first_sentence(text).rstrip(".") or type(e).__name__
-
 
 def _name(f: Any) -> str:
     return str(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "name", type(f).__name__))
@@ -219,9 +211,9 @@ def torch_load(f: Any, *args, **kwargs) -> Any:
             raise
         if not trusted():
             raise CheckpointRefused(
-                f"checkpoint {_name(f)} was not loaded: {_reason(e)} (only torch's, ultralytics' and "
-                f"yolov5_dattn's model classes load safely; a full pickle can run code): pass {TRUST_FLAG} only "
-                f"if you trust where it came from") from None
+                f"checkpoint {_name(f)} was not loaded: {torch_load_reason(e).rstrip('.')} (only torch's, "
+                f"ultralytics' and yolov5_dattn's model classes load safely; a full pickle can run code): "
+                f"pass {TRUST_FLAG} only if you trust where it came from") from None
     if start is not None:
         f.seek(start)
     return _full_load(f, *args, **kwargs)

@@ -34,7 +34,7 @@ from torch import nn
 from yolov5_dattn.core import weights_only
 from yolov5_dattn.core.checkpoint_allowlist import module_classes, our_classes
 from yolov5_dattn.hosts.public_names import spellings
-from yolov5_dattn.errors import UserError, first_sentence
+from yolov5_dattn.errors import UserError, torch_load_reason
 from yolov5_dattn.core.trust import TRUST_ENV, TRUST_FLAG, trusted  # noqa: F401  (this module's API too)
 from .safe_yaml import UnsafeModelYAML, check_model_dict
 
@@ -141,19 +141,6 @@ def _refused_globals(f: Union[str, Path]) -> List[str]:
         return []
 
 
-def _reason(e: BaseException) -> str:
-    """torch's own reason in one short line: the first sentence of its first line (its weights_only
-    errors are a page of advice), never cut inside a sentence."""
-    text = str(e)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    line = first_sentence(text)
-    if not line:
-        return type(e).__name__
-    if not isinstance(e, (RuntimeError, pickle.UnpicklingError, OSError, EOFError)):
-        line = f"{type(e).__name__}: {line}"  # a bare KeyError / IndexError from a reader says little alone
-    return line
-
 
 # what torch.save(..., _use_new_zipfile_serialization=False) writes first: a pickled magic number
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -223,14 +210,14 @@ def load(f: Union[str, Path], map_location: Any = None, trust: Optional[bool] = 
             return _load_trusted(f, name, map_location, **kwargs)
         refused = _refused_globals(f)
         if not refused and "Unsupported global" not in str(e):
-            raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
+            raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({torch_load_reason(e)}): "
                             f"re-save or re-train it") from None
         if not trust:
-            what = ", ".join(refused) or _reason(e)
+            what = ", ".join(refused) or torch_load_reason(e)
             raise UserError(f"checkpoint {name} needs {what}, which is not on the safe allowlist, so it was "
                             f"not loaded: pass {TRUST_FLAG} only if you trust where it came from") from None
     except Exception as e:  # a junk or truncated file fails anywhere in torch's reader (IndexError, struct.error...)
-        raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
+        raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({torch_load_reason(e)}): "
                         f"re-save or re-train it") from None
     # the user vouched for this file: full pickle, code in it may run
     return _load_trusted(f, name, map_location, **kwargs)
@@ -243,7 +230,7 @@ def _load_trusted(f: Any, name: str, map_location: Any, **kwargs) -> Any:
     except UnsafeModelYAML as e:
         raise UserError(f"checkpoint {name}: {e}") from None
     except Exception as e:
-        raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({_reason(e)}): "
+        raise UserError(f"checkpoint {name} is corrupt or not a PyTorch checkpoint ({torch_load_reason(e)}): "
                         f"re-save or re-train it") from None
     return _yaml_checked(ckpt, name)
 
