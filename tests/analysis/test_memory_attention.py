@@ -26,7 +26,9 @@ def test_small_layer_table_and_json(tmp_path):
     for (kernel, pass_), row in rows.items():
         assert "error" not in row, row  # the measuring process died: its last stderr line
         assert row["kernel_ran"] == [ours if kernel == "ours" else "sdpa"], row
-        assert row["first_mb"] >= 0 and row["steady_mb"] >= 0
+        # a high-water mark minus the resident size read just before: pages freed between the two reads can
+        # make it a few pages negative, never more
+        assert row["first_mb"] > -1 and row["steady_mb"] > -1
         if pass_ == "fwd":
             assert row["saved_mb"] == row["grads_mb"] == 0
         else:
