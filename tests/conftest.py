@@ -1,13 +1,16 @@
-"""Shared fixtures: a tiny synthetic dataset, a network guard, and tiny trained checkpoints.
+"""Shared fixtures: a tiny synthetic dataset, a network guard, tiny trained and calibrated checkpoints, and the
+scripts of this checkout as modules.
 
 Everything is session-scoped so the whole suite trains each model once (n-scale, 64 px, 1 epoch, a few
 images); tests that need a trained detector or segmenter reuse `trained_det` / `trained_seg`.
 """
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import List
 
 import pytest
@@ -20,6 +23,15 @@ SEG_CFG = REPO / "configs" / "segment" / "yolov5n-seg_c3_dattn.yaml"
 NETGUARD = Path(__file__).resolve().parent / "netguard"  # a sitecustomize that blocks sockets in subprocesses
 IMGSZ = 64
 TRAIN_FLAGS = ["--imgsz", str(IMGSZ), "--batch-size", "4", "--device", "cpu", "--workers", "0"]
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>` of this checkout as a module (loaded, not run as `__main__`), to call its functions."""
+    path = REPO / "scripts" / name
+    spec = importlib.util.spec_from_file_location(Path(name).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +151,18 @@ def trained_u(udata, tmp_path_factory) -> Path:
                   f"project={work}", "name=det", cwd=work, log=work / "net.log"), work / "net.log")
     assert "YOLO11n-c3k2-dattn summary" in out and " 0.0 GFLOPs" not in out
     return work / "det"
+
+
+@pytest.fixture(scope="session")
+def calibrated_yolov5(tmp_path_factory):
+    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward (built
+    once; tests copy the file before exporting beside it)."""
+    from calibrated_models import calibrated_yolov5_checkpoint
+    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("calibrated-v5") / "best.pt", DET_CFG)
+
+
+@pytest.fixture(scope="session")
+def calibrated_ultralytics(tmp_path_factory):
+    """A random-init, calibrated yolo11n-c3k2-dattn saved by ultralytics, and its fused eval forward (built once)."""
+    from calibrated_models import calibrated_ultralytics_checkpoint
+    return calibrated_ultralytics_checkpoint(tmp_path_factory.mktemp("calibrated-u") / "u.pt")

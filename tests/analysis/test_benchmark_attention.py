@@ -1,12 +1,12 @@
 """scripts/benchmark_attention.py measures (its numbers are machine-dependent, so only their presence and
 consistency are checked here) and refuses bad flags with one line."""
-import importlib.util
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import load_script
 from yolov5_dattn.nn import cpu_attention
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark_attention.py"
@@ -51,9 +51,7 @@ def test_bad_flag_is_one_line_exit_2():
 def test_a_failed_paired_process_falls_back_to_one_process_each(monkeypatch):
     """If the process timing both dies (say the reference runs out of memory), each implementation is timed
     alone: the fast one's figures survive and the reference's error is reported, not a crash."""
-    spec = importlib.util.spec_from_file_location("benchmark_attention", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmark_attention.py")
     calls = []
 
     def fake_process(job):
@@ -75,17 +73,10 @@ def test_a_failed_paired_process_falls_back_to_one_process_each(monkeypatch):
     assert bench.format_row(row).split("|")[1].split() == ["error", "20", "-x"]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("benchmark_attention", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_configs_layers_are_the_models_attention_shapes():
     """The P3/P4/P5 layers of yolov5s_c3_dattn_p3p4p5 at 640: 8 heads on c_ = c2 / 2 channels (c2 = 128, 256, 512
     at the s scale), on the 80, 40 and 20 px maps; every shipped detection config's widths are compiled in our kernel."""
-    bench = load_bench()
+    bench = load_script("benchmark_attention.py")
     layers = bench.dattention_layers(str(bench.resolve_cfg("yolov5s_c3_dattn_p3p4p5.yaml")), 640)
     shapes = sorted({(layer["channels"], layer["head_dim"], tuple(layer["hw"])) for layer in layers})
     assert shapes == [(64, 8, (80, 80)), (128, 16, (40, 40)), (256, 32, (20, 20))]

@@ -1,6 +1,5 @@
 """scripts/compare.py: the baseline it picks, its bad-input messages, one real run's --json and --plot, and the
 commit/date stamp they carry."""
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from yolov5_dattn.analysis.comparison import (compare, default_baseline, format_table, parse_device, resolve_cfg,
                                              yolov5_models_dir)
 from yolov5_dattn.analysis import stamp as stamp_mod
@@ -16,16 +16,13 @@ from yolov5_dattn.analysis.compare_plot import footer
 from yolov5_dattn.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "compare.py"
 
 
 @pytest.fixture
 def run_compare(capsys, monkeypatch):
     """Run scripts/compare.py's main() in this process (the package is already imported): (rc, stdout, stderr)."""
     monkeypatch.chdir(REPO)
-    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("compare.py")
 
     def run(*args):
         rc = script.main([str(a) for a in args])

@@ -1,19 +1,9 @@
 """scripts/deploy_accuracy.py reads mAP50 and mAP50-95 from both hosts' val output (the first "all" row)."""
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy_accuracy.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("deploy_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_map_of_reads_the_all_row_of_each_hosts_val():
-    map_of = _script().map_of
+    map_of = load_script("deploy_accuracy.py").map_of
     yolov5 = ("                 Class     Images  Instances          P          R      mAP50   mAP50-95\n"
               "                   all         64        154      0.958      0.932      0.987      0.572\n"
               "                circle         64         51      0.97       0.94       0.99       0.6\n")
@@ -25,7 +15,7 @@ def test_map_of_reads_the_all_row_of_each_hosts_val():
 
 
 def test_each_host_has_a_torchscript_reference_and_the_unloadable_rows_are_marked():
-    script = _script()
+    script = load_script("deploy_accuracy.py")
     labels = [row[0] for row in script.YOLOV5_ROWS + script.ULTRALYTICS_ROWS]
     assert sum(label.startswith("TorchScript") for label in labels) == 2  # each host's reference
     # DetectMultiBackend cannot load these two: YOLOv5's val loop runs them with the runtime as the model

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import load_script
 from yolov5_dattn.demo_data import CLASSES, make_demo_data
 
 SMALL = dict(n_train=6, n_val=3, imgsz=64, video_frames=5)
@@ -98,12 +99,7 @@ def test_bad_arguments():
 
 
 def test_cli_writes_data_and_rejects_bad_flags(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[2] / "scripts" / "make_demo_data.py"
-    spec = importlib.util.spec_from_file_location("make_demo_data_cli", script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("make_demo_data.py")
 
     assert cli.main(["--root", str(tmp_path / "d"), "--n-train", "2", "--n-val", "1", "--imgsz", "32",
                      "--no-video"]) == 0
@@ -125,12 +121,7 @@ def test_cli_writes_data_and_rejects_bad_flags(tmp_path, capsys):
 
 
 def test_demo_reads_map50_from_val_output():
-    import importlib.util
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
-    spec = importlib.util.spec_from_file_location("demo_cli", script)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo.py")
     output = ("                 Class     Images  Instances          P          R      mAP50   mAP50-95: 100%|\n"
               "                   all         64        149      0.712      0.655      0.734      0.391\n"
               "                circle         64         42      0.801      0.702      0.811      0.455\n")

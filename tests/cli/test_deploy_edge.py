@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibrated_models import (assert_varies, calibrated_ultralytics_checkpoint, calibrated_yolov5_checkpoint,
-                               copy_into)
-from conftest import DET_CFG, REPO, run_task
+from calibrated_models import assert_varies, copy_into
+from conftest import REPO, run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.ncnn_forms import ncnn_forms
 from yolov5_dattn.nn.sampler_switch import sampler
@@ -90,15 +89,9 @@ def test_ncnn_forms_compute_the_same_numbers():
 
 
 # ---- YOLOv5 ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def v5_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward."""
-    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("edge-v5") / "best.pt", DET_CFG)
-
-
 @pytest.mark.parametrize("h,w", SIZES)
-def test_yolov5_ncnn_export_runs_in_ncnn(v5_checkpoint, h, w, tmp_path):
-    checkpoint, pytorch = v5_checkpoint
+def test_yolov5_ncnn_export_runs_in_ncnn(calibrated_yolov5, h, w, tmp_path):
+    checkpoint, pytorch = calibrated_yolov5
     weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", h, w, "--device", "cpu", "--include", "ncnn") == 0
     assert sampler() == "grid_sample"
@@ -115,8 +108,8 @@ def test_yolov5_ncnn_export_runs_in_ncnn(v5_checkpoint, h, w, tmp_path):
     assert meta["imgsz"] == [h, w] and meta["stride"] == 32 and meta["names"] == {0: "0", 1: "1", 2: "2"}
 
 
-def test_yolov5_ncnn_with_gather_sampler_is_refused(v5_checkpoint, tmp_path, capsys):
-    weights = copy_into(v5_checkpoint[0], tmp_path)
+def test_yolov5_ncnn_with_gather_sampler_is_refused(calibrated_yolov5, tmp_path, capsys):
+    weights = copy_into(calibrated_yolov5[0], tmp_path)
     assert run_task("export", "--weights", weights, "--include", "ncnn", "--sampler", "gather") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --sampler gather: NCNN has no layer"), err
@@ -124,21 +117,15 @@ def test_yolov5_ncnn_with_gather_sampler_is_refused(v5_checkpoint, tmp_path, cap
 
 
 # ---- ultralytics -------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def u_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolo11n-c3k2-dattn saved by ultralytics, and its fused eval forward."""
-    return calibrated_ultralytics_checkpoint(tmp_path_factory.mktemp("edge-u") / "u.pt")
-
-
 def _yolo(*args):
     from yolov5_dattn.cli.yolo import main
     return main([*map(str, args)])
 
 
-def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(u_checkpoint, tmp_path):
+def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(calibrated_ultralytics, tmp_path):
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
-    checkpoint, pytorch = u_checkpoint
+    checkpoint, pytorch = calibrated_ultralytics
     for h, w in SIZES:
         work = tmp_path / f"{h}x{w}"
         work.mkdir()
@@ -167,8 +154,8 @@ def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(u_checkpoint, tmp_
     assert len(results) == 1 and results[0].orig_shape == (1080, 810) and len(results[0].boxes) > 0
 
 
-def test_ultralytics_ncnn_with_gather_sampler_is_refused(u_checkpoint, tmp_path, capsys):
-    weights = copy_into(u_checkpoint[0], tmp_path)
+def test_ultralytics_ncnn_with_gather_sampler_is_refused(calibrated_ultralytics, tmp_path, capsys):
+    weights = copy_into(calibrated_ultralytics[0], tmp_path)
     assert _yolo("export", f"model={weights}", "format=ncnn", "sampler=gather") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sampler=gather: NCNN has no layer" in err[0], err
@@ -193,14 +180,14 @@ def _without(modules, code: str, cwd: Path) -> subprocess.CompletedProcess:
     ("yolov5", "mnn", ["MNN"], []),
     ("ultralytics", "mnn", ["MNN"], []),
 ])
-def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extra, v5_checkpoint, u_checkpoint,
+def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extra, calibrated_yolov5, calibrated_ultralytics,
                                                         tmp_path):
     if host == "yolov5":
-        weights = copy_into(v5_checkpoint[0], tmp_path)
+        weights = copy_into(calibrated_yolov5[0], tmp_path)
         code = ("from yolov5_dattn.cli import main\n"
                 f"sys.exit(main(['export', '--weights', {str(weights)!r}, '--include', {fmt!r}]))")
     else:
-        weights = copy_into(u_checkpoint[0], tmp_path)
+        weights = copy_into(calibrated_ultralytics[0], tmp_path)
         code = ("from yolov5_dattn.cli import main\n"
                 f"sys.exit(main(['yolo', 'export', 'model={weights}', 'format={fmt}', 'imgsz=64', *{extra!r}]))")
     result = _without(missing, code, tmp_path)
@@ -217,13 +204,13 @@ def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extr
 
 
 # ---- OpenVINO int8 (ultralytics, NNCF) ---------------------------------------------------------------------------
-def test_ultralytics_openvino_int8_on_the_users_images(u_checkpoint, udata, tmp_path):
+def test_ultralytics_openvino_int8_on_the_users_images(calibrated_ultralytics, udata, tmp_path):
     """`format=openvino quantize=8 data=...` calibrates offline (NNCF) on the demo val images, writes a quantized
     model (FakeQuantize nodes), and ultralytics' AutoBackend runs it. Its accuracy is not compared here: the model
     is random, and random weights amplify quantization error far beyond what a trained model shows."""
     import xml.etree.ElementTree as ET
     from ultralytics.nn.autobackend import AutoBackend
-    weights = copy_into(u_checkpoint[0], tmp_path)
+    weights = copy_into(calibrated_ultralytics[0], tmp_path)
     assert _yolo("export", f"model={weights}", "format=openvino", "quantize=8", f"data={udata['det_yaml']}",
                  "imgsz=64") == 0
     folder = tmp_path / "u_int8_openvino_model"
@@ -233,11 +220,11 @@ def test_ultralytics_openvino_int8_on_the_users_images(u_checkpoint, udata, tmp_
     backend = AutoBackend(str(folder), device=torch.device("cpu"))
     out = backend(_images(64, 64))
     out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
-    assert out.shape == u_checkpoint[1](_images(64, 64)).shape and np.isfinite(out).all()
+    assert out.shape == calibrated_ultralytics[1](_images(64, 64)).shape and np.isfinite(out).all()
 
 
-def test_ultralytics_int8_needs_data(u_checkpoint, tmp_path, capsys):
-    weights = copy_into(u_checkpoint[0], tmp_path)
+def test_ultralytics_int8_needs_data(calibrated_ultralytics, tmp_path, capsys):
+    weights = copy_into(calibrated_ultralytics[0], tmp_path)
     assert _yolo("export", f"model={weights}", "format=openvino", "quantize=8") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quantize=8 calibrates on your images: pass data=" in err[0], err

@@ -15,12 +15,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from calibrated_models import (assert_varies, calibrated_ultralytics_checkpoint, calibrated_yolov5_checkpoint,
-                               copy_into)
-from conftest import DET_CFG, NETGUARD, REPO, run_task
+from calibrated_models import assert_varies, copy_into
+from conftest import NETGUARD, REPO, run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.sampler_switch import sampler, sampler_set_to
 
@@ -80,15 +78,9 @@ def test_dattention_with_the_gather_sampler_runs_in_mnn(tmp_path):
 
 
 # ---- YOLOv5 ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def v5_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward."""
-    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("mnn-v5") / "best.pt", DET_CFG)
-
-
-def test_yolov5_mnn_export_runs_in_mnn(v5_checkpoint, tmp_path):
+def test_yolov5_mnn_export_runs_in_mnn(calibrated_yolov5, tmp_path):
     import MNN
-    checkpoint, pytorch = v5_checkpoint
+    checkpoint, pytorch = calibrated_yolov5
     weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", 64, 96, "--device", "cpu", "--include", "mnn",
                     "--dynamic") == 0
@@ -108,22 +100,16 @@ def test_yolov5_mnn_export_runs_in_mnn(v5_checkpoint, tmp_path):
 
 
 # ---- ultralytics -------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def u_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolo11n-c3k2-dattn saved by ultralytics, and its fused eval forward."""
-    return calibrated_ultralytics_checkpoint(tmp_path_factory.mktemp("mnn-u") / "u.pt")
-
-
 def _yolo(*args):
     from yolov5_dattn.cli.yolo import main
     return main([*map(str, args)])
 
 
-def test_ultralytics_mnn_export_runs_in_mnn_and_autobackend(u_checkpoint, udata, tmp_path):
+def test_ultralytics_mnn_export_runs_in_mnn_and_autobackend(calibrated_ultralytics, udata, tmp_path):
     import onnx
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
-    checkpoint, pytorch = u_checkpoint
+    checkpoint, pytorch = calibrated_ultralytics
     weights = copy_into(checkpoint, tmp_path)
     assert _yolo("export", f"model={weights}", "format=mnn", "imgsz=[64,96]", "dynamic=True") == 0
     assert sampler() == "grid_sample"
@@ -176,9 +162,9 @@ def _fresh(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_exports_never_run_mnns_logger(v5_checkpoint, u_checkpoint, tmp_path):
-    v5 = copy_into(v5_checkpoint[0], tmp_path)
-    u = copy_into(u_checkpoint[0], tmp_path)
+def test_exports_never_run_mnns_logger(calibrated_yolov5, calibrated_ultralytics, tmp_path):
+    v5 = copy_into(calibrated_yolov5[0], tmp_path)
+    u = copy_into(calibrated_ultralytics[0], tmp_path)
     result = _fresh(
         "from yolov5_dattn.cli import main\n"
         f"assert main(['export', '--weights', {str(v5)!r}, '--include', 'mnn', '--imgsz', '64']) == 0\n"

@@ -1,7 +1,6 @@
 """`make-real-data` / scripts/convert_deepforest.py: a package's VOC-labelled images become a tiled YOLO dataset.
 
 The archives here are built by the tests in the layout of the deepforest wheel and sdist (no download)."""
-import importlib.util
 import io
 import json
 import tarfile
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import load_script
 import yolov5_dattn
 from yolov5_dattn.errors import UserError
 from yolov5_dattn.real_data import convert, tile_starts
@@ -80,13 +80,6 @@ def _labels(path):
     return [list(map(float, line.split())) for line in path.read_text().splitlines()]
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location("convert_deepforest", REPO / "scripts" / "convert_deepforest.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 SETTINGS = dict(tile=64, overlap=0.5, val_fraction=0.25, min_visible=0.25)
 
 
@@ -149,7 +142,7 @@ def test_deterministic_and_the_sdist_gives_the_same_tiles(tmp_path):
 
 
 def test_cli_converts_and_refuses_bad_input(tmp_path, capsys):
-    cli = _cli()
+    cli = load_script("convert_deepforest.py")
     images = _images()
     wheel = _wheel(tmp_path / "good.whl", _members(images))
     assert cli.main([str(wheel), "--root", str(tmp_path / "ok"), "--tile", "64", "--val-fraction", "0.25"]) == 0

@@ -24,9 +24,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calibrated_models import (assert_varies, calibrated_ultralytics_checkpoint, calibrated_yolov5_checkpoint,
-                               copy_into)
-from conftest import DET_CFG, REPO, run_task
+from calibrated_models import assert_varies, copy_into
+from conftest import REPO, load_script, run_task
 from yolov5_dattn.errors import UserError
 from yolov5_dattn.export_sampler import export_sampler
 from yolov5_dattn.nn import DAttention
@@ -214,14 +213,8 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module")
-def yolov5_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolov5n_c3_dattn saved as YOLOv5 saves one, and its fused eval forward."""
-    return calibrated_yolov5_checkpoint(tmp_path_factory.mktemp("gather-v5") / "best.pt", DET_CFG)
-
-
-def test_yolov5_dynamic_gather_export_runs_at_every_size(yolov5_checkpoint, tmp_path):
-    checkpoint, pytorch = yolov5_checkpoint
+def test_yolov5_dynamic_gather_export_runs_at_every_size(calibrated_yolov5, tmp_path):
+    checkpoint, pytorch = calibrated_yolov5
     weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", EXPORT_IMGSZ, "--device", "cpu", "--include", "onnx",
                     "--opset", "17", "--dynamic", "--sampler", "gather") == 0
@@ -235,8 +228,8 @@ def test_yolov5_dynamic_gather_export_runs_at_every_size(yolov5_checkpoint, tmp_
         assert_close(session.run(None, {"images": x.numpy()})[0], pytorch(x), f"batch {b}, {h}x{w}", box_axis=2)
 
 
-def test_yolov5_static_gather_export(yolov5_checkpoint, tmp_path):
-    checkpoint, pytorch = yolov5_checkpoint
+def test_yolov5_static_gather_export(calibrated_yolov5, tmp_path):
+    checkpoint, pytorch = calibrated_yolov5
     weights = copy_into(checkpoint, tmp_path)
     assert run_task("export", "--weights", weights, "--imgsz", EXPORT_IMGSZ, "--device", "cpu", "--include", "onnx",
                     "--sampler", "gather") == 0  # opset 17 by default
@@ -245,12 +238,12 @@ def test_yolov5_static_gather_export(yolov5_checkpoint, tmp_path):
     assert_varies(pytorch, 1, EXPORT_IMGSZ, EXPORT_IMGSZ)
     x = _images(1, EXPORT_IMGSZ, EXPORT_IMGSZ, seed=1)
     assert_close(_session(path).run(None, {"images": x.numpy()})[0], pytorch(x), "static", box_axis=2)
-    check = _load_check_tensorrt()
+    check = load_script("check_tensorrt.py")
     assert check.input_shapes(path, [1, 2], ["64x96"]) == ("images", [(1, 3, EXPORT_IMGSZ, EXPORT_IMGSZ)])
 
 
-def test_yolov5_bad_sampler_is_refused(yolov5_checkpoint, tmp_path, capsys):
-    weights = copy_into(yolov5_checkpoint[0], tmp_path)
+def test_yolov5_bad_sampler_is_refused(calibrated_yolov5, tmp_path, capsys):
+    weights = copy_into(calibrated_yolov5[0], tmp_path)
     with pytest.raises(SystemExit) as e:
         run_task("export", "--weights", weights, "--include", "onnx", "--sampler", "bicubic")
     assert e.value.code == 2
@@ -259,20 +252,14 @@ def test_yolov5_bad_sampler_is_refused(yolov5_checkpoint, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
 
 
-@pytest.fixture(scope="module")
-def ultralytics_checkpoint(tmp_path_factory):
-    """A random-init, calibrated yolo11n-c3k2-dattn saved by ultralytics, and its fused eval forward."""
-    return calibrated_ultralytics_checkpoint(tmp_path_factory.mktemp("gather-u") / "u.pt")
-
-
 def _yolo_export(weights, *keys):
     from yolov5_dattn.cli.yolo import main
     return main(["export", f"model={weights}", "format=onnx", f"imgsz={EXPORT_IMGSZ}", "opset=17", *keys])
 
 
 @pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "static"])
-def test_ultralytics_gather_export(ultralytics_checkpoint, dynamic, tmp_path):
-    checkpoint, pytorch = ultralytics_checkpoint
+def test_ultralytics_gather_export(calibrated_ultralytics, dynamic, tmp_path):
+    checkpoint, pytorch = calibrated_ultralytics
     weights = copy_into(checkpoint, tmp_path)
     assert _yolo_export(weights, f"dynamic={dynamic}", "sampler=gather") == 0
     assert sampler() == "grid_sample"
@@ -289,9 +276,9 @@ def test_ultralytics_gather_export(ultralytics_checkpoint, dynamic, tmp_path):
     (["export", "format=onnx", "sampler=bicubic"], "sampler=bicubic: choose one of grid_sample, gather"),
     (["predict", "source=x.jpg", "sampler=gather"], "sampler= applies to `yolo export` only"),
 ])
-def test_ultralytics_bad_sampler_is_refused(ultralytics_checkpoint, args, message, tmp_path, capsys):
+def test_ultralytics_bad_sampler_is_refused(calibrated_ultralytics, args, message, tmp_path, capsys):
     from yolov5_dattn.cli.yolo import main
-    weights = copy_into(ultralytics_checkpoint[0], tmp_path)
+    weights = copy_into(calibrated_ultralytics[0], tmp_path)
     assert main([*args, f"model={weights}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
@@ -299,13 +286,6 @@ def test_ultralytics_bad_sampler_is_refused(ultralytics_checkpoint, args, messag
 
 
 # ---- scripts/check_tensorrt.py ---------------------------------------------------------------------------------
-def _load_check_tensorrt():
-    spec = importlib.util.spec_from_file_location("check_tensorrt", REPO / "scripts" / "check_tensorrt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _check_tensorrt(*args, env_path=None):
     import os
     env = dict(os.environ)

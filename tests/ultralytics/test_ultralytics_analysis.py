@@ -1,7 +1,6 @@
 """`compare` and `visualize` on the ultralytics host: the stock baseline each config is measured against, the
 numbers of one real comparison (parameters, GFLOPs that count the attention, latency, memory), and the
 attention drawn from a checkpoint `yolov5-dattn yolo train` wrote, on the input ultralytics' predict makes."""
-import importlib.util
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
 from yolov5_dattn.analysis import stamp as stamp_mod
 from yolov5_dattn.analysis.comparison import host_pairs, model_host
 from yolov5_dattn.errors import UserError
@@ -26,20 +26,13 @@ def params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 @pytest.fixture
 def run(capsys, monkeypatch):
     """Run scripts/<name>.py's main() in this process: (rc, stdout, stderr)."""
     monkeypatch.chdir(REPO)
 
     def go(name, *args):
-        rc = load_script(name).main([str(a) for a in args])
+        rc = load_script(f"{name}.py").main([str(a) for a in args])
         out, err = capsys.readouterr()
         return rc, out, err
     return go
