@@ -53,7 +53,7 @@ class _PublicNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return sys.modules[real_name(spec.name)]  # the module itself, not a copy
 
     def exec_module(self, module):
-        pass  # imported already by create_module
+        pass  # the real module ran already: find_spec imported it under its own name
 
 
 _FINDER = _PublicNames()
