@@ -111,6 +111,19 @@ def run_script(script: str, *args: str, cwd: Path, log: Path, wait: bool = True)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def pytest_collection_finish(session):
+    """Starts the background builds of the kernel variants that collected tests use (tests/kernel_variants.py)."""
+    import kernel_variants
+    wanted = {item.callspec.params.get("kernel_isa") for item in session.items if hasattr(item, "callspec")}
+    kernel_variants.start(name for name in kernel_variants.NAMES if name in wanted)
+
+
+def pytest_sessionfinish(session):
+    """Ends the kernel variants' background builds, if still running, and removes their caches."""
+    import kernel_variants
+    kernel_variants.stop()
+
+
 def pytest_configure(config):
     """Registers the `slow` marker (long tests; they still run by default, `-m "not slow"` skips them)."""
     config.addinivalue_line("markers", "slow: takes over about a minute; runs by default, -m 'not slow' skips it")

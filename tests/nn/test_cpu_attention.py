@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 
+import kernel_variants
 from kernel_choice import chosen_kernels
 from yolov5_dattn.nn.reference import ReferenceDAttention
 from yolov5_dattn import DAttention
@@ -26,17 +27,16 @@ def softmax_attention64(q, k, v, heads):
     return (weights @ vh).transpose(1, 2).flatten(2)
 
 
-@pytest.fixture(params=["native", "no-avx512", "no-openmp"])
-def kernel_isa(request, tmp_path_factory, monkeypatch):
+@pytest.fixture(params=["native", *kernel_variants.NAMES])
+def kernel_isa(request, monkeypatch):
     """The kernel as built for this CPU (-march=native, OpenMP), without AVX-512 (the code that laptops and AMD
     CPUs before Zen 4 run: its own exp2 and reductions), and without OpenMP (a compiler that has none: Python
-    threads share out the pairs)."""
+    threads share out the pairs). The two variants are built in the background from the start of the session
+    (tests/kernel_variants.py)."""
     if request.param != "native":
-        monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(tmp_path_factory.getbasetemp() / f"kernel-{request.param}"))
-        if request.param == "no-avx512":
-            monkeypatch.setattr(cpu_attention, "FLAGS", cpu_attention.FLAGS + ["-mno-avx512f"])
-        else:
-            monkeypatch.setattr(cpu_attention, "OPENMP", [])
+        monkeypatch.setenv("YOLOV5_DATTN_CACHE", str(kernel_variants.cache_for(request.param)))
+        for name, value in kernel_variants.settings(request.param).items():
+            monkeypatch.setattr(cpu_attention, name, value)
         cpu_attention.library.cache_clear()
         assert cpu_attention.library() is not None
     assert cpu_attention.library().attention_openmp() == (request.param != "no-openmp")
