@@ -1,13 +1,16 @@
 """`ablate --preset`: the preset expands to the protocol docs/accuracy.md measured (flags given win), the plan
 carries those flags to every run, the shipped hyp.ablate.yaml differs from hyp.demo.yaml exactly where it says,
 and --preset with --resume is refused with one error line. No training here."""
+import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from yolov5_dattn import cli
 from yolov5_dattn.analysis.ablation_presets import PRESETS, expand, flag_names
-from yolov5_dattn.cli import ablate
+from yolov5_dattn.cli import ablate, make_demo_data
+from yolov5_dattn.demo_data import PRESETS as DATA_PRESETS
 from yolov5_dattn.shipped import kind_of, resolve
 
 # The protocol of docs/accuracy.md ("A stable protocol"): ablate --preset demo means exactly this.
@@ -16,6 +19,26 @@ DEMO_FLAGS = ["--hyp", "hyp.ablate.yaml", "--optimizer", "AdamW", "--batch-size"
 
 def test_demo_preset_expands_to_the_documented_protocol():
     assert expand(PRESETS["demo"], None, None, None, []) == (12, 160, [0, 1, 2], DEMO_FLAGS)
+
+
+def test_dense_preset_expands_to_the_documented_protocol():
+    # docs/accuracy.md ("The dense protocol"): demo's flags, 36 epochs (stock's mAP50 std 0.008 over 3 seeds)
+    assert expand(PRESETS["dense"], None, None, None, []) == (36, 160, [0, 1, 2], DEMO_FLAGS)
+
+
+@pytest.mark.parametrize("name, data_preset", [("demo", "shapes"), ("dense", "dense")])
+def test_each_preset_names_a_data_command_that_makes_its_data_at_its_size(name, data_preset):
+    words = shlex.split(PRESETS[name].data_command)
+    assert words[:2] == ["yolov5-dattn", "make-demo-data"]
+    args = make_demo_data.parse_args(words[2:])
+    assert args.preset == data_preset and args.preset in DATA_PRESETS
+    assert (args.n_train, args.n_val, args.imgsz, args.no_video) == (512, 128, PRESETS[name].imgsz, True)
+
+
+def test_help_lists_every_preset_with_its_summary():
+    text = " ".join(ablate.build_parser().format_help().split())  # argparse wraps the lines
+    assert "--preset {demo,dense}" in text
+    assert all(f"{p.name}: {' '.join(p.summary.split())}" in text for p in PRESETS.values())
 
 
 def test_flags_given_win_over_the_preset():

@@ -30,6 +30,12 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
                         "--no-video",
            summary="the demo shapes (512 train / 128 val at 160 px): 12 epochs, AdamW, batch 8, hyp.ablate.yaml, "
                    "seeds 0 1 2"),
+    Preset("dense", epochs=36, imgsz=160, seeds=(0, 1, 2),
+           train_args=("--hyp", "hyp.ablate.yaml", "--optimizer", "AdamW", "--batch-size", "8", "--workers", "1"),
+           data_command="yolov5-dattn make-demo-data --root demo/dense --preset dense --n-train 512 --n-val 128 "
+                        "--imgsz 160 --no-video",
+           summary="small, dense shapes on clutter (make-demo-data --preset dense, 512 train / 128 val at 160 px): "
+                   "36 epochs, AdamW, batch 8, hyp.ablate.yaml, seeds 0 1 2"),
 )}
 
 
