@@ -24,8 +24,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 demo: install
 	$(PY) scripts/demo.py
 
+# Two workers, each given whole files (tests within a file keep their order): most tests wait on a subprocess or
+# on Python, so one process leaves the second core idle much of the time.
 test: install
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # Regenerate docs/compare.json and docs/compare.png (stamped with commit and date; see docs/performance.md).
 docs-compare: install

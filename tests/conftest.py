@@ -125,7 +125,10 @@ def pytest_sessionfinish(session):
 
 
 def pytest_configure(config):
-    """Registers the `slow` marker (long tests; they still run by default, `-m "not slow"` skips them)."""
+    """Registers the `slow` marker (long tests; they still run by default, `-m "not slow"` skips them), and makes
+    the run's folder for the kernel variants (before pytest-xdist starts its workers, which share it)."""
+    import kernel_variants
+    kernel_variants.prepare()
     config.addinivalue_line("markers", "slow: takes over about a minute; runs by default, -m 'not slow' skips it")
 
 

@@ -6,6 +6,9 @@ a compiler without OpenMP (Python threads share out the pairs). Each is an -O3 c
 before tests/nn instead of adding to the suite's time; the fixture that uses a variant then finds it in the
 variant's cache, or waits on the cache's lock until the child has written it (kernel_cache builds once for
 processes that ask together). What the tests run is the same build either way.
+
+The caches live in one folder per test run, named by `$YOLOV5_DATTN_TEST_KERNELS`: `prepare()` makes it in the
+process that starts the run (pytest-xdist's workers inherit the variable), so workers share each variant's build.
 """
 import json
 import os
@@ -18,10 +21,11 @@ from typing import Dict, Iterable, List, Optional
 
 from yolov5_dattn.nn import cpu_attention
 
-__all__ = ("NAMES", "settings", "cache_for", "start", "stop")
+__all__ = ("NAMES", "ROOT_ENV", "settings", "prepare", "cache_for", "start", "stop")
 
 NAMES = ("no-avx512", "no-openmp")
-_root: Optional[Path] = None
+ROOT_ENV = "YOLOV5_DATTN_TEST_KERNELS"
+_owned: Optional[Path] = None  # the folder this process made (and removes at the end)
 _children: List[subprocess.Popen] = []
 
 # a child process: apply the variant's module settings, then build into $YOLOV5_DATTN_CACHE
@@ -39,12 +43,18 @@ def settings(name: str) -> Dict[str, list]:
     raise KeyError(name)
 
 
+def prepare() -> None:
+    """Make this run's folder for the variants' caches, unless a parent process made it (an xdist worker)."""
+    global _owned
+    if not os.environ.get(ROOT_ENV):
+        _owned = Path(tempfile.mkdtemp(prefix="yolov5-dattn-kernels-"))
+        os.environ[ROOT_ENV] = str(_owned)
+
+
 def cache_for(name: str) -> Path:
-    """Variant `name`'s own kernel cache folder (private to this test session)."""
-    global _root
-    if _root is None:
-        _root = Path(tempfile.mkdtemp(prefix="yolov5-dattn-kernels-"))
-    return _root / name
+    """Variant `name`'s own kernel cache folder (private to this test run)."""
+    prepare()
+    return Path(os.environ[ROOT_ENV]) / name
 
 
 def start(names: Iterable[str]) -> None:
@@ -58,11 +68,15 @@ def start(names: Iterable[str]) -> None:
 
 
 def stop() -> None:
-    """End any build still running and remove the variants' caches."""
+    """End any build this process started that is still running; remove the caches' folder if this process
+    made it."""
+    global _owned
     for child in _children:
         if child.poll() is None:
             child.kill()
         child.wait()
     _children.clear()
-    if _root is not None:
-        shutil.rmtree(_root, ignore_errors=True)
+    if _owned is not None:
+        shutil.rmtree(_owned, ignore_errors=True)
+        os.environ.pop(ROOT_ENV, None)
+        _owned = None

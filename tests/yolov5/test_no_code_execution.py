@@ -21,7 +21,7 @@ from torch import nn
 from conftest import DET_CFG, IMGSZ, REPO, SEG_CFG, TRAIN_FLAGS, run_script, run_task
 import yolov5_dattn  # noqa: F401,I001  first: applies the compat layer and the parse_model hook
 import yolov5.models.yolo as yolo
-from yolov5_dattn import C3_DAttention
+from yolov5_dattn import C3_DAttention, patching
 from yolov5_dattn.hosts.yolov5 import checkpoints, registry, safe_yaml
 from yolov5_dattn.hosts.yolov5.entrypoint import parse
 from yolov5_dattn.errors import UserError
@@ -395,7 +395,10 @@ def test_a_parse_model_with_other_eval_calls_is_refused(tmp_path):
     exec(compile(path.read_text(), str(path), "exec"), vars(fake))
     import linecache
     linecache.checkcache(str(path))
-    assert registry._patched_parse_model(fake).__wrapped__ is fake.parse_model  # the three known ones alone are rewritten
+    try:
+        assert registry._patched_parse_model(fake).__wrapped__ is fake.parse_model  # the three known ones alone are rewritten
+    finally:
+        patching.undo(where=lambda change: change.owner is fake)  # leave no journal entry for later tests
 
 
 # ---- classic pickle payloads (the sweep's 48 runs: four ways to run code, nested in model/opt/ema) --------------
