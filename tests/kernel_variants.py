@@ -1,7 +1,7 @@
 """The CPU kernel's test builds besides the native one, and building them in the background.
 
 `no-avx512` is the code that laptops and AMD CPUs before Zen 4 run (its own exp2 and reductions); `no-openmp` is
-a compiler without OpenMP (Python threads share out the pairs). Each is an -O3 compile of 20-40 s on one core.
+a compiler without OpenMP (Python threads share out the pairs). Each is a separate -O3 compile on one core.
 `start(names)` begins those compiles in child processes when collection ends, so they overlap with the tests
 before tests/nn instead of adding to the suite's time; the fixture that uses a variant then finds it in the
 variant's cache, or waits on the cache's lock until the child has written it (kernel_cache builds once for
