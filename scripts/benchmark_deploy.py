@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Latency of an exported model in onnxruntime, OpenVINO, MNN and NCNN against PyTorch, in one process.
+"""Latency of an exported model in onnxruntime, OpenVINO, MNN, NCNN and LiteRT against PyTorch, in one process.
 
 For each config (default: yolov5n_c3_dattn and the stock yolov5n it extends) the model is built with random
 weights, exported to ONNX (opset 17, static --imgsz), and run on the same input by PyTorch (eager, fp32),
 onnxruntime (CPU), OpenVINO (CPU, f32 inference), MNN (the ONNX with the Gather sampler through MNN's converter,
-CPU, high precision) and NCNN (traced by pnnx as `--include ncnn` does, fp32 options). The calls alternate
+CPU, high precision), NCNN (traced by pnnx as `--include ncnn` does, fp32 options) and LiteRT (converted by
+litert-torch with the Gather sampler as `--include tflite` does, NCHW in; XNNPACK, LiteRT's default). The calls alternate
 between the runtimes, --runs rounds after a warm-up; the first table gives each one's median latency and its
 ratio to PyTorch's, with the max abs difference of the raw outputs; the second, per runtime, the first config's
 median over each other config's (DAttention model ÷ stock baseline in the same runtime). All use --threads
@@ -21,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-RUNTIMES = ("onnxruntime", "OpenVINO", "MNN", "NCNN")
+RUNTIMES = ("onnxruntime", "OpenVINO", "MNN", "NCNN", "LiteRT")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20, help="timed rounds (each runs all three once)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime")
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
-                        help="runtimes besides PyTorch (MNN and NCNN need the edge extra)")
+                        help="runtimes besides PyTorch (MNN, NCNN and LiteRT need the edge extra)")
     return parser.parse_args(argv)
 
 
@@ -108,6 +109,29 @@ def _ncnn(model, x, folder: Path, threads: int):
     return call
 
 
+def _litert(model, x, folder: Path, threads: int):
+    """LiteRT's call (XNNPACK): `model` converted by litert-torch with the Gather sampler, NCHW in."""
+    import litert_torch
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from yolov5_dattn.hosts.yolov5.tflite_export import squares_as_products
+    from yolov5_dattn.nn.sampler_switch import sampler_set_to
+    path = folder / "model.tflite"
+    with torch.no_grad(), sampler_set_to("gather"), squares_as_products():
+        litert_torch.convert(model, (x,)).export(str(path))
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    (inp,), out = interpreter.get_input_details(), interpreter.get_output_details()[0]
+    image = x.numpy()
+
+    def call():
+        interpreter.set_tensor(inp["index"], image)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+    return call
+
+
 def runners(model, onnx_file: Path, x, threads: int, runtimes=RUNTIMES):
     """name -> a call returning the raw output as a numpy array: PyTorch and each of `runtimes`."""
     import torch
@@ -133,7 +157,7 @@ def runners(model, onnx_file: Path, x, threads: int, runtimes=RUNTIMES):
         compiled = import_openvino().Core().compile_model(str(onnx_file), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
         calls["OpenVINO"] = lambda: compiled([image])[0]
-    for name, make in (("MNN", _mnn), ("NCNN", _ncnn)):
+    for name, make in (("MNN", _mnn), ("NCNN", _ncnn), ("LiteRT", _litert)):
         if name in runtimes:
             folder = onnx_file.with_name(f"{onnx_file.stem}_{name.lower()}")
             folder.mkdir(exist_ok=True)
@@ -171,7 +195,7 @@ def main(argv=None) -> int:
           f"| max abs diff |")
     print("|---|---|---:|---:|---:|")
     for model, name, ms, ratio, diff in rows:
-        print(f"| {model} | {name} | {ms:.1f} | {ratio:.2f} | {diff:.1e} |")
+        print(f"| {model} | {name} | {ms:.2f} | {ratio:.2f} | {diff:.1e} |")  # 2 decimals: LiteRT runs 64 px in ~1 ms
     models = list(dict.fromkeys(r[0] for r in rows))
     if len(models) > 1:
         median = {(r[0], r[1]): r[2] for r in rows}

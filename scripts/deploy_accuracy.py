@@ -39,6 +39,7 @@ YOLOV5_ROWS = (
     ("OpenVINO (fp32)", ["--include", "openvino"], "best_openvino_model", True),
     ("NCNN (YOLOv5's val loop, NCNN as the model)", ["--include", "ncnn"], "best_ncnn_model", False),
     ("MNN (YOLOv5's val loop, MNN as the model)", ["--include", "mnn"], "best.mnn", False),
+    ("LiteRT (TFLite) fp32", ["--include", "tflite"], "best-fp32.tflite", True),
 )
 ULTRALYTICS_ROWS = (
     ("PyTorch (.pt, rectangular val)", None, "best.pt", True),
@@ -49,6 +50,8 @@ ULTRALYTICS_ROWS = (
     ("MNN", ["format=mnn"], "best.mnn", True),
     ("OpenVINO int8 (NNCF, data=)", ["format=openvino", "quantize=8", "data={data}"], "best_int8_openvino_model",
      True),
+    ("LiteRT (TFLite) fp32", ["format=litert"], "best.tflite", True),
+    ("LiteRT (TFLite) int8 (data=)", ["format=litert", "quantize=8", "data={data}"], "best_int8.tflite", True),
 )
 
 

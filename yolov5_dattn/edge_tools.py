@@ -1,5 +1,5 @@
 """Which Python packages each deployment format's converter and runtime need, on both hosts, and the one-line
-refusal when one is missing. They come with the `edge` extra (`pip install "yolov5-dattn[edge]"`); nothing is
+refusal when one is missing (`tflite` is YOLOv5's name and ultralytics' old name for `litert`). They come with the `edge` extra (`pip install "yolov5-dattn[edge]"`); nothing is
 ever installed at run time (ultralytics would run pip for a missing exporter dependency).
 
     missing_tools("ncnn")              # ['pnnx'] when pnnx is not installed, [] when it can run
@@ -8,10 +8,11 @@ ever installed at run time (ultralytics would run pip for a missing exporter dep
 The check looks packages up without importing them (`importlib.util.find_spec`), so it is cheap, runs before any
 work, and a module made unimportable (`sys.modules[name] = None`) counts as missing.
 """
+import importlib.metadata
 import importlib.util
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["EDGE_EXTRA", "EDGE_NEEDS", "INT8_NEEDS", "edge_refusal", "missing_tools"]
+__all__ = ["EDGE_EXTRA", "EDGE_NEEDS", "INT8_NEEDS", "coreml_refusal", "edge_refusal", "missing_tools"]
 
 EDGE_EXTRA = 'pip install "yolov5-dattn[edge]"'
 
@@ -19,6 +20,9 @@ EDGE_EXTRA = 'pip install "yolov5-dattn[edge]"'
 EDGE_NEEDS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "ncnn": (("pnnx", "pnnx"), ("ncnn", "ncnn")),
     "mnn": (("MNN", "MNN"),),  # converter (from ONNX) and runtime in one package
+    # LiteRT (TFLite's new name): litert-torch converts from PyTorch without TensorFlow, ai-edge-litert runs it
+    "litert": (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")),
+    "tflite": (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")),
 }
 # post-training int8 quantization of an OpenVINO export (NNCF, on the user's own images)
 INT8_NEEDS: Tuple[Tuple[str, str], ...] = (("nncf", "nncf"),)
@@ -50,3 +54,26 @@ def edge_refusal(fmt: str, flag: str, int8: bool = False) -> Optional[str]:
         what += " with int8 quantization" if flag.endswith("=") else " --int8"
     return (f"{what} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
             f"{EDGE_EXTRA} (nothing was exported)")
+
+
+def _version(dist: str) -> Optional[Tuple[int, ...]]:
+    try:
+        return tuple(int(p) for p in importlib.metadata.version(dist).split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def coreml_refusal(flag: str) -> Optional[str]:
+    """The one-line refusal for a CoreML export when coremltools is installed but cannot convert here, else None.
+
+    coremltools up to 9.0 converts no YOLO model under NumPy >= 2.4 (its `aten::Int` converter calls int() on a
+    1-element array; the stock yolov5n fails the same way: docs/deploy.md, "Not done"). Without coremltools the
+    hosts' own refusal names it.
+    """
+    coreml, numpy = _version("coremltools"), _version("numpy")
+    if coreml is None or numpy is None or coreml > (9, 0) or numpy < (2, 4):
+        return None
+    what = f"{flag}coreml" if flag.endswith("=") else f"{flag} coreml"
+    return (f"{what}: coremltools {'.'.join(map(str, coreml))} cannot convert YOLO models under NumPy "
+            f"{'.'.join(map(str, numpy))} (coremltools issue 2633): use a Python environment with numpy<2.4 for "
+            f"this export (nothing was exported)")

@@ -8,6 +8,7 @@ ScatterElements (`nn.query_selection`). Where that runs, tried with the real too
 |---|---|
 | onnxruntime, OpenVINO (ONNX and IR), static and `--dynamic` | run, within 1e-4 of PyTorch |
 | OpenCV DNN 5.0 (static ONNX), MNN 3.6 (high precision) | run |
+| LiteRT via litert-torch (`--include tflite`, `format=litert`) | run, within 1e-5 of PyTorch (`tests/cli/test_deploy_tflite.py`) |
 | NCNN via pnnx (`--include ncnn`, `format=ncnn`) | refused: pnnx has no NCNN layer for `torch.topk`, `gather`, `scatter` and leaves them in the `.param` file, which NCNN does not load ("layer torch.topk not exists or registered") |
 | TensorRT (`--include engine`, `format=engine`) | refused when a layer's k reaches `TENSORRT_MAX_K` at the largest size the engine is built for, or when TensorRT is older than 10 and the export is `--dynamic` (its ONNX parser needs TopK's K to be a constant there) |
 

@@ -1,4 +1,4 @@
-"""scripts/benchmark_deploy.py runs PyTorch, onnxruntime, OpenVINO, MNN and NCNN on the same model and prints one
+"""scripts/benchmark_deploy.py runs PyTorch, onnxruntime, OpenVINO, MNN, NCNN and LiteRT on the same model and prints one
 row per model and runtime, then each runtime's DAttention ÷ stock ratio (timings are machine-dependent: only
 their presence and consistency are checked)."""
 import re
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark_deploy.py"
-RUNTIMES = ("PyTorch", "onnxruntime", "OpenVINO", "MNN", "NCNN")
+RUNTIMES = ("PyTorch", "onnxruntime", "OpenVINO", "MNN", "NCNN", "LiteRT")
 
 
 def test_table_has_every_runtime_with_ratios_and_matching_outputs():
@@ -24,7 +24,7 @@ def test_table_has_every_runtime_with_ratios_and_matching_outputs():
         assert abs(float(ratio) - float(ms) / torch_ms[model.strip()]) < 0.006 + 0.03 * float(ratio), (model, runtime)
     ms = {(r[0].strip(), r[1].strip()): float(r[2]) for r in rows}
     ratios = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in proc.stdout.splitlines()
-              if re.match(r"\| (PyTorch|onnxruntime|OpenVINO|MNN|NCNN) \|", line)}
+              if re.match(r"\| (PyTorch|onnxruntime|OpenVINO|MNN|NCNN|LiteRT) \|", line)}
     assert sorted(ratios) == sorted(RUNTIMES)
     for runtime, ratio in ratios.items():  # the DAttention model's median over the stock one's, in one runtime
         expected = ms["yolov5n_c3_dattn", runtime] / ms["yolov5n", runtime]

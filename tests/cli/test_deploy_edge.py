@@ -179,6 +179,9 @@ def _without(modules, code: str, cwd: Path) -> subprocess.CompletedProcess:
     ("ultralytics", "openvino", ["nncf"], ["quantize=8"]),
     ("yolov5", "mnn", ["MNN"], []),
     ("ultralytics", "mnn", ["MNN"], []),
+    ("yolov5", "tflite", ["litert_torch"], []),
+    ("ultralytics", "litert", ["litert_torch", "ai_edge_litert"], []),
+    ("ultralytics", "tflite", ["ai_edge_litert"], []),
 ])
 def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extra, calibrated_yolov5, calibrated_ultralytics,
                                                         tmp_path):
@@ -194,7 +197,7 @@ def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extr
     assert result.returncode == 2, result.stderr[-3000:]
     err = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and EDGE in err[0], err
-    assert " and ".join(missing) in err[0]
+    assert " and ".join(m.replace("_", "-") for m in missing) in err[0]  # the pip names
     assert sorted(p.name for p in tmp_path.iterdir()) == [weights.name]  # nothing exported, no run folder
     # the control: with the modules importable the same command is not refused
     if host == "yolov5" and missing == ["pnnx"]:
@@ -223,9 +226,36 @@ def test_ultralytics_openvino_int8_on_the_users_images(calibrated_ultralytics, u
     assert out.shape == calibrated_ultralytics[1](_images(64, 64)).shape and np.isfinite(out).all()
 
 
-def test_ultralytics_int8_needs_data(calibrated_ultralytics, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["openvino", "litert", "tflite"])
+def test_ultralytics_int8_needs_data(fmt, calibrated_ultralytics, tmp_path, capsys):
     weights = copy_into(calibrated_ultralytics[0], tmp_path)
-    assert _yolo("export", f"model={weights}", "format=openvino", "quantize=8") == 2
+    assert _yolo("export", f"model={weights}", f"format={fmt}", "quantize=8") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "quantize=8 calibrates on your images: pass data=" in err[0], err
+    assert len(err) == 1 and f"format={fmt} quantize=8 calibrates on your images: pass data=" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt"]
+
+
+# ---- CoreML where coremltools cannot convert -----------------------------------------------------------------
+def test_coreml_is_refused_where_coremltools_cannot_convert(monkeypatch, calibrated_yolov5, calibrated_ultralytics,
+                                                            tmp_path, capsys):
+    """coremltools <= 9.0 under NumPy >= 2.4 converts no YOLO model (docs/deploy.md): both hosts refuse before any
+    work, in one line; other version pairs are left to the hosts."""
+    from yolov5_dattn import edge_tools
+    versions = {"coremltools": (9, 0), "numpy": (2, 4)}
+    monkeypatch.setattr(edge_tools, "_version", lambda dist: versions.get(dist))
+    for host, flag in (("yolov5", "--include coreml"), ("ultralytics", "yolov5-dattn yolo: format=coreml")):
+        folder = tmp_path / host
+        folder.mkdir()
+        if host == "yolov5":
+            weights = copy_into(calibrated_yolov5[0], folder)
+            assert run_task("export", "--weights", weights, "--include", "coreml") == 2
+        else:
+            weights = copy_into(calibrated_ultralytics[0], folder)
+            assert _yolo("export", f"model={weights}", "format=coreml", "imgsz=64") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {flag}: coremltools 9.0 cannot convert") \
+            and "numpy<2.4" in err[0], err
+        assert sorted(p.name for p in folder.iterdir()) == [weights.name]
+    for coreml, numpy in (((9, 0), (2, 3)), ((9, 1), (2, 4)), (None, (2, 4))):
+        versions.update(coremltools=coreml, numpy=numpy)
+        assert edge_tools.coreml_refusal("--include") is None, (coreml, numpy)

@@ -358,6 +358,8 @@ def test_valid_inputs_pass_every_check(files, udata, tmp_path):
     input_checks.check_model_yaml(str(Path(input_checks.__file__).parents[2] / "configs" / "ultralytics" /
                                       "yolo11-c3k2-dattn.yaml"))
     input_checks.check_format("onnx")
+    input_checks.check_format("TFLite")  # ultralytics' old name for litert, which its Exporter still takes
+    assert input_checks.canonical_format("TFLite") == "litert" and input_checks.canonical_format("trt") == "engine"
     input_checks.check_optimizer("AdamW")
     input_checks.check_project({"project": str(tmp_path / "new" / "deep"), "name": "x"})
     assert not (tmp_path / "new").exists()

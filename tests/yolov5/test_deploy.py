@@ -19,7 +19,8 @@ from yolov5_dattn.hosts.yolov5.deploy import import_openvino
 
 EXPORT_IMGSZ = 160
 SHAPES = [(b, h, w) for b in (1, 2) for h, w in ((160, 160), (224, 288), (320, 320))]
-WORK_HERE = ("torchscript", "onnx", "openvino")  # every other format of export_formats() is refused here
+# every other format of export_formats() is refused here (tflite: ours, tests/cli/test_deploy_tflite.py)
+WORK_HERE = ("torchscript", "onnx", "openvino", "tflite")
 TOL = 1e-3
 
 
@@ -211,7 +212,8 @@ def test_unavailable_format_is_refused_before_anything_runs(fmt, checkpoint, tmp
 
 
 def test_formats_that_work_here_are_not_refused():
-    """The other side of the parametrised refusal test: these three are exported by the tests above."""
+    """The other side of the parametrised refusal test: these are exported by the tests above (and tflite by
+    tests/cli/test_deploy_tflite.py)."""
     from argparse import Namespace
 
     from yolov5_dattn.hosts.yolov5.deploy import refusal

@@ -29,7 +29,7 @@ from yolov5_dattn import patching
 from yolov5_dattn.errors import UserError, first_sentence
 from .pretrained_check import message
 
-__all__ = ["InputError", "STEP", "WHY", "apply", "check_args", "check_data", "check_device", "check_format",
+__all__ = ["FORMAT_ALIASES", "InputError", "STEP", "WHY", "apply", "canonical_format", "check_args", "check_data", "check_device", "check_format",
            "check_model_file", "check_model_yaml", "check_numbers", "check_optimizer", "check_project",
            "check_run", "check_source", "run_args"]
 
@@ -164,11 +164,23 @@ def check_optimizer(value) -> None:
                          f"{', '.join(OPTIMIZERS)}")
 
 
+# names ultralytics' Exporter accepts besides its table's (it renames them before exporting): tflite and tfjs became
+# LiteRT in 8.4.83
+FORMAT_ALIASES = {"tflite": "litert", "tfjs": "litert", "tensorrt": "engine", "trt": "engine",
+                  "mlmodel": "coreml", "mlpackage": "coreml", "mlprogram": "coreml", "apple": "coreml", "ios": "coreml"}
+
+
+def canonical_format(value) -> str:
+    """format= as the Exporter will run it: lower case, aliases resolved ('tflite' -> 'litert')."""
+    fmt = str(value).lower()
+    return FORMAT_ALIASES.get(fmt, fmt)
+
+
 def check_format(value) -> None:
-    """format= is one of ultralytics' export formats."""
+    """format= is one of ultralytics' export formats or one of their aliases."""
     from ultralytics.engine.exporter import export_formats
     formats = [f for f in export_formats()["Argument"] if f != "-"]
-    if str(value).lower() not in formats:
+    if canonical_format(value) not in formats:
         raise InputError(f"format={value} is not an export format: use one of {', '.join(formats)}")
 
 
@@ -546,20 +558,22 @@ def check_run(owner, mode: str, kwargs: Mapping[str, Any]) -> None:
         check_optimizer(cfg.get("optimizer"))
     if mode == "export":
         check_format(cfg.get("format"))
-        from yolov5_dattn.edge_tools import edge_refusal  # a converter that is missing: before any work
-        reason = edge_refusal(str(cfg.get("format")).lower(), "format=", cfg.get("quantize") == 8)
+        from yolov5_dattn.edge_tools import coreml_refusal, edge_refusal  # a converter that cannot run: before any work
+        fmt = canonical_format(cfg.get("format"))
+        reason = edge_refusal(fmt, "format=", cfg.get("quantize") == 8) or (
+            coreml_refusal("format=") if fmt == "coreml" else None)
         from torch import nn
         from yolov5_dattn.sparse_export import sparse_refusal  # sparse queries a target cannot run: before any work
         model = getattr(owner, "model", None)
-        reason = (sparse_refusal(str(cfg.get("format")).lower(), "format=", model, cfg.get("imgsz"),
+        reason = (sparse_refusal(fmt, "format=", model, cfg.get("imgsz"),
                                  bool(cfg.get("dynamic")), engine_scale=2)
                   if isinstance(model, nn.Module) else None) or reason
         if reason:
             raise InputError(reason)
-        if cfg.get("quantize") == 8 and str(cfg.get("format")).lower() == "openvino":  # NNCF calibrates on data
+        if cfg.get("quantize") in (8, "w8a16") and fmt in ("openvino", "litert"):  # calibrated on the user's data
             if not cfg.get("data"):  # ultralytics would fall back to coco8.yaml, a download
-                raise InputError("format=openvino quantize=8 calibrates on your images: pass data=<your data YAML> "
-                                 "(its val images are used)")
+                raise InputError(f"format={cfg.get('format')} quantize={cfg.get('quantize')} calibrates on your "
+                                 f"images: pass data=<your data YAML> (its val images are used)")
             check_data(cfg.get("data"), str(cfg.get("task")), [str(cfg.get("split") or "val")],
                        bool(cfg.get("single_cls")))
         return

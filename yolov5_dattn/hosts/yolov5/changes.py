@@ -160,6 +160,11 @@ STEPS: List[InstallStep] = [
           "LoadImages/LoadStreams/LoadScreenshots of detect", "val.py:189, detect.py:120", "a fixed_pe model gets "
           "square inputs (inert until preflight turns it on)", hosts="pip", takes_host=False,
           applied_by="preflight (square_inputs.set_active)"),
+    _step("litert_runtime:litert_as_tflite_runtime", "repair", "run", "sys.modules['tflite_runtime.interpreter'] "
+          "(during one detect/val run of .tflite weights, when neither tflite_runtime nor tensorflow is installed)",
+          "models/common.py:458", "DetectMultiBackend runs .tflite files with tflite_runtime, whose successor is "
+          "ai-edge-litert", hosts="pip", takes_host=False, process=True,
+          applied_by="entrypoint.execute (a context manager: undone when the run returns)"),
     _step("entrypoint:parsing", "plugin", "run", "argparse.ArgumentParser.parse_known_args (during one parse only)",
           "train.py:494", "YOLOv5's parse_opt parses our argv with our flags added", hosts="pip", takes_host=False,
           applied_by="entrypoint.parse (a context manager: undone when the parse returns)"),

@@ -113,9 +113,11 @@ def execute(task: str, opt, callbacks=None, sampler: Optional[str] = None) -> No
         run_export(module, opt, sampler)
     elif task in ("val", "detect"):
         # their main() re-parses the command line; hand it the namespace we already checked
+        from .litert_runtime import litert_as_tflite_runtime
         parse_opt, module.parse_opt = module.parse_opt, lambda: opt
         try:
-            module.main()
+            with litert_as_tflite_runtime(getattr(opt, "weights", None)):
+                module.main()
         finally:
             module.parse_opt = parse_opt
     else:  # segment val / predict take opt

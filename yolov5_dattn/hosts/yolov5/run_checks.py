@@ -145,6 +145,11 @@ def check_export(opt, models, sampler: Optional[str] = None) -> None:
     if "ncnn" in include and sampler == "gather":
         raise UserError("--sampler gather: NCNN has no layer for the Gather sampler's index arithmetic; --include "
                         "ncnn uses NCNN's own GridSample layer: remove --sampler (or export ncnn separately)")
+    if "tflite" in include and (getattr(opt, "dynamic", False) or getattr(opt, "int8", False)):
+        flag = "--dynamic" if getattr(opt, "dynamic", False) else "--int8"
+        raise UserError(f"--include tflite {flag}: the LiteRT export is fp32 at a fixed batch and size (YOLOv5's "
+                        f"own TFLite files are fixed-size too): remove {flag} (int8 LiteRT: the ultralytics host's "
+                        f"yolov5-dattn yolo export format=litert quantize=8)")
     check_formats(opt, include, has_dattention, models)
 
 
