@@ -11,7 +11,8 @@
 // Two kinds of pass: those that contract over channels (the scores q.k, and dP = grad_out.v) are vectorised over
 // keys and work for any D; those that sum over keys or queries into a head's channels (P.v, the gradients) are
 // vectorised over channels and work on DP = D rounded up to a whole vector, with zero channels beyond D (a head of 4
-// channels pays for 16 there: see `Padded`).
+// channels pays for 16 there: see `Padded`), except the forward's P.v for heads of 4 and 8 channels, which puts
+// 4 or 2 query rows in a vector (see `Rows`).
 //
 // Layout: tokens, (B, L, C) with one head's D channels at `head * D` of each row: the layout DAttention
 // projects into, so nothing is copied on the way in. q, k and v may be strided views (k and v are the
@@ -171,15 +172,78 @@ static void pack(const float* x, int64_t ld, int64_t n, float* out) {
     }
 }
 
+// Heads of 4 or 8 channels fill a quarter or half of a vector, so the forward's P.v pass, vectorised over channels,
+// would spend 3/4 or 1/2 of its FMAs on padding. There it works on R = W / D query rows at once instead: lane
+// c * R + u of a group's accumulator is channel c of its row u. The weights come as each key's R-row tuple
+// (`interleave_rows`), broadcast across the vector, and the values as each key's channels repeated R times
+// (`pack_repeated`); both list the keys of every block of W in the order the interleave leaves them (`key_at`).
+template <int D> struct Rows { static constexpr int R = (D == 4 || D == 8) ? W / D : 1; };
+
+// the key stored at tuple q (0 <= q < W) of a block of W keys, after interleave_rows
+template <int R> static inline int key_at(int q) {
+    return R == 2 ? 4 * (q % 8 / 2) + 2 * (q / 8) + q % 2 : R == 4 ? 4 * (q % 4) + q / 4 : q;
+}
+
+// the R weights at p (one key's tuple) repeated across the vector
+template <int R> static inline vf tuple_bcast(const float* p) {
+#if defined(__AVX512F__)
+    if (R == 2) { double d; memcpy(&d, p, sizeof d); return (vf)_mm512_castpd_ps(_mm512_set1_pd(d)); }
+    if (R == 4) return (vf)_mm512_broadcast_f32x4(_mm_loadu_ps(p));
+#endif
+    vf x;
+    for (int i = 0; i < W; i++) x[i] = p[i % R];
+    return x;
+}
+
+// rows [g*R, g*R + R) of the score block S (BQ x BK), keys [0, n16), as key tuples at T (row stride ignored:
+// n16 * R floats), keys of each block of W in key_at order
+template <int R> static inline void interleave_rows(const float* S, int n16, float* T) {
+    static const vi LO = {0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29};
+    static const vi HI = {2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31};
+    static const vi A = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    static const vi B = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    for (int j = 0; j < n16; j += W) {
+        if (R == 2) {
+            const vf p0 = load(S + j), p1 = load(S + BK + j);
+            store(T + 2 * j, __builtin_shuffle(p0, p1, LO));
+            store(T + 2 * j + W, __builtin_shuffle(p0, p1, HI));
+        } else {
+            const vf p0 = load(S + j), p1 = load(S + BK + j), p2 = load(S + 2 * BK + j), p3 = load(S + 3 * BK + j);
+            const vf t0 = __builtin_shuffle(p0, p1, LO), t1 = __builtin_shuffle(p0, p1, HI);
+            const vf t2 = __builtin_shuffle(p2, p3, LO), t3 = __builtin_shuffle(p2, p3, HI);
+            store(T + 4 * j, __builtin_shuffle(t0, t2, A));
+            store(T + 4 * j + W, __builtin_shuffle(t0, t2, B));
+            store(T + 4 * j + 2 * W, __builtin_shuffle(t1, t3, A));
+            store(T + 4 * j + 3 * W, __builtin_shuffle(t1, t3, B));
+        }
+    }
+}
+
+// (n x D, stride ld) -> (n16 x W) for Rows<D>::R > 1: key j's channels each repeated R times (lane c * R + u), keys
+// of each block of W in key_at order, zeros for keys beyond n up to n16 (n rounded up to W)
+template <int D>
+static void pack_repeated(const float* x, int64_t ld, int64_t n, float* out) {
+    constexpr int R = Rows<D>::R;
+    const int64_t n16 = (n + W - 1) / W * W;
+    for (int64_t j0 = 0; j0 < n16; j0 += W)
+        for (int q = 0; q < W; q++) {
+            const int64_t j = j0 + key_at<R>(q);
+            float* dst = out + (j0 + q) * W;
+            for (int c = 0; c < D; c++)
+                for (int u = 0; u < R; u++) dst[c * R + u] = j < n ? x[j * ld + c] : 0.0f;
+        }
+}
+
 template <int D>
 static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                         float* o, int64_t ldo, float* lse, int64_t m, int64_t n, float scale,
                         float* kt, float* vp, int64_t n_pad) {
+    constexpr int DP = Padded<D>::P, R = Rows<D>::R;
     transpose<D>(k, ldk, n, n_pad, kt);
-    pack<D>(v, ldv, n, vp);
-    constexpr int DP = Padded<D>::P;
+    if (R > 1) pack_repeated<D>(v, ldv, n, vp); else pack<D>(v, ldv, n, vp);
     const float qmul = scale * 1.4426950408889634f;  // scores in base 2
-    alignas(64) float qb[BQ * DP], S[BQ * BK], acc[BQ * DP];
+    // acc: BQ rows of DP, or (R > 1) BQ / R groups of W lanes; T: the score block as key tuples (R > 1)
+    alignas(64) float qb[BQ * DP], S[BQ * BK], acc[BQ * DP], T[R > 1 ? BQ * BK : 1];
     const float zeros[BQ] = {};
     float mx[BQ];
     vf sum[BQ];  // lane-wise: summed across lanes once, at the end
@@ -207,12 +271,36 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
                     const float alpha = j0 == 0 ? 0.0f : exp2v(bcast(mx[r] - new_mx))[0];
                     mx[r] = new_mx;
                     sum[r] *= alpha;
-                    for (int c = 0; c < DP; c += W) store(acc + r * DP + c, load(acc + r * DP + c) * alpha);
+                    if (R > 1)  // row r's lanes of its group (rare: see above)
+                        for (int c = 0; c < D; c++) acc[r / R * W + c * R + r % R] *= alpha;
+                    else
+                        for (int c = 0; c < DP; c += W) store(acc + r * DP + c, load(acc + r * DP + c) * alpha);
                 }
                 const vf shift = bcast(mx[r]);
                 vf vs = sum[r];
                 for (int j = 0; j < nb_pad; j += W) { vf p = exp2v(load(s + j) - shift); store(s + j, p); vs += p; }
                 sum[r] = vs;
+            }
+            if (R > 1) {  // acc[g] += sum_j P[g's rows][j] * v[j], R rows a vector (see Rows)
+                constexpr int NG = BQ / R;
+                const int n16 = (nb + W - 1) / W * W;  // the keys beyond nb have P = 0 and v = 0
+                for (int g = 0; g < NG; g++) interleave_rows<R>(S + g * R * BK, n16, T + g * R * BK);
+                vf a[NG], b[NG];
+                for (int g = 0; g < NG; g++) { a[g] = load(acc + g * W); b[g] = bcast(0.0f); }
+                for (int j = 0; j < n16; j += 2) {
+                    vf v0 = load(vp + (j0 + j) * W), v1 = load(vp + (j0 + j + 1) * W);
+#if defined(__AVX512F__)
+                    // in registers: GCC would fold the loads into every FMA, and the tuple broadcasts need the
+                    // load ports too (on Zen 4 a 512-bit load takes both)
+                    __asm__("" : "+v"(v0), "+v"(v1));
+#endif
+                    for (int g = 0; g < NG; g++) {
+                        a[g] += tuple_bcast<R>(T + g * R * BK + j * R) * v0;
+                        b[g] += tuple_bcast<R>(T + g * R * BK + (j + 1) * R) * v1;
+                    }
+                }
+                for (int g = 0; g < NG; g++) store(acc + g * W, a[g] + b[g]);
+                continue;
             }
             // acc[r] += sum_j P[r][j] * v[j], even and odd keys in separate sums: 2 x BQ chains of FMAs in flight
             for (int c = 0; c < DP; c += W) {
@@ -235,7 +323,10 @@ static void forward_one(const float* q, int64_t ldq, const float* k, int64_t ldk
         }
         for (int r = 0; r < BQ && i + r < m; r++) {
             const float total = allsum(sum[r])[0], inv = 1.0f / total;
-            for (int c = 0; c < DP; c += W) store_first(o + (i + r) * ldo + c, load(acc + r * DP + c) * inv, D - c);
+            if (R > 1)
+                for (int c = 0; c < D; c++) o[(i + r) * ldo + c] = acc[r / R * W + c * R + r % R] * inv;
+            else
+                for (int c = 0; c < DP; c += W) store_first(o + (i + r) * ldo + c, load(acc + r * DP + c) * inv, D - c);
             lse[i + r] = mx[r] + log2f(total);
         }
     }
