@@ -23,6 +23,7 @@ EDGE_NEEDS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     # LiteRT (TFLite's new name): litert-torch converts from PyTorch without TensorFlow, ai-edge-litert runs it
     "litert": (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")),
     "tflite": (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")),
+    "coreml": (("coremltools", "coremltools"),),
 }
 # post-training int8 quantization of an OpenVINO export (NNCF, on the user's own images)
 INT8_NEEDS: Tuple[Tuple[str, str], ...] = (("nncf", "nncf"),)
@@ -64,16 +65,18 @@ def _version(dist: str) -> Optional[Tuple[int, ...]]:
 
 
 def coreml_refusal(flag: str) -> Optional[str]:
-    """The one-line refusal for a CoreML export when coremltools is installed but cannot convert here, else None.
+    """The one-line refusal for ultralytics' CoreML export where coremltools cannot convert its trace, else None.
 
-    coremltools up to 9.0 converts no YOLO model under NumPy >= 2.4 (its `aten::Int` converter calls int() on a
-    1-element array; the stock yolov5n fails the same way: docs/deploy.md, "Not done"). Without coremltools the
-    hosts' own refusal names it.
+    ultralytics traces with TorchScript, and coremltools up to 9.0 converts no TorchScript YOLO model under
+    NumPy >= 2.4 (its `aten::Int` converter calls int() on a 1-element array; ultralytics would pip-install
+    numpy<=2.3.5 instead). YOLOv5's `--include coreml` converts through `torch.export` and is not affected
+    (`hosts/yolov5/coreml_export.py`).
     """
     coreml, numpy = _version("coremltools"), _version("numpy")
     if coreml is None or numpy is None or coreml > (9, 0) or numpy < (2, 4):
         return None
     what = f"{flag}coreml" if flag.endswith("=") else f"{flag} coreml"
-    return (f"{what}: coremltools {'.'.join(map(str, coreml))} cannot convert YOLO models under NumPy "
-            f"{'.'.join(map(str, numpy))} (coremltools issue 2633): use a Python environment with numpy<2.4 for "
-            f"this export (nothing was exported)")
+    return (f"{what}: ultralytics' CoreML export traces with TorchScript, which coremltools "
+            f"{'.'.join(map(str, coreml))} cannot convert under NumPy {'.'.join(map(str, numpy))} (coremltools "
+            f"issue 2633): export in a Python environment with numpy<2.4, or use format=onnx, openvino or litert "
+            f"(nothing was exported)")

@@ -19,8 +19,9 @@ from yolov5_dattn.hosts.yolov5.deploy import import_openvino
 
 EXPORT_IMGSZ = 160
 SHAPES = [(b, h, w) for b in (1, 2) for h, w in ((160, 160), (224, 288), (320, 320))]
-# every other format of export_formats() is refused here (tflite: ours, tests/cli/test_deploy_tflite.py)
-WORK_HERE = ("torchscript", "onnx", "openvino", "tflite")
+# every other format of export_formats() is refused here (tflite and coreml: ours, tests/cli/test_deploy_tflite.py
+# and test_deploy_coreml.py)
+WORK_HERE = ("torchscript", "onnx", "openvino", "tflite", "coreml")
 TOL = 1e-3
 
 
@@ -205,15 +206,15 @@ def test_unavailable_format_is_refused_before_anything_runs(fmt, checkpoint, tmp
     assert _export(weights, "--include", fmt) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --include {fmt}"), err
-    expected = {"engine": "CUDA", "coreml": "coremltools", "paddle": "paddlepaddle"}.get(fmt, "tensorflow")
+    expected = {"engine": "CUDA", "paddle": "paddlepaddle"}.get(fmt, "tensorflow")
     assert expected in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
     assert started == [] and network_attempts == []
 
 
 def test_formats_that_work_here_are_not_refused():
-    """The other side of the parametrised refusal test: these are exported by the tests above (and tflite by
-    tests/cli/test_deploy_tflite.py)."""
+    """The other side of the parametrised refusal test: these are exported by the tests above (tflite and coreml
+    by tests/cli/test_deploy_tflite.py and test_deploy_coreml.py)."""
     from argparse import Namespace
 
     from yolov5_dattn.hosts.yolov5.deploy import refusal

@@ -76,11 +76,9 @@ def refusal(fmt: str, opt, has_dattention: bool) -> Optional[str]:
         has_dattention: the model has DAttention layers.
     """
     import torch
-    from yolov5_dattn.edge_tools import EDGE_NEEDS, coreml_refusal, edge_refusal
+    from yolov5_dattn.edge_tools import EDGE_NEEDS, edge_refusal
     if fmt in EDGE_NEEDS:
         return edge_refusal(fmt, "--include")
-    if fmt == "coreml" and coreml_refusal("--include"):
-        return coreml_refusal("--include")
     missing = [pip for module, pip in _NEEDS.get(fmt, ()) if not _installed(module)]
     if fmt == "engine" and not (torch.cuda.is_available() and _cuda_requested(getattr(opt, "device", "cpu"))):
         return ("--include engine: TensorRT builds its engine on a CUDA GPU: run on a machine with one, with "

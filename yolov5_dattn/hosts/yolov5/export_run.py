@@ -24,12 +24,14 @@ def run_export(module, opt, sampler: Optional[str] = None) -> None:
     from .deploy import openvino_half_on_cpu, output_path
     from .mnn_export import export_mnn
     from .ncnn_export import export_ncnn
+    from .coreml_export import export_coreml
     from .tflite_export import export_tflite
     include = export_formats_requested(opt)
     ours = {"ncnn": export_ncnn,  # formats YOLOv5's export.run does not have
             "mnn": lambda w, imgsz, half: export_mnn(w, imgsz, half=half, dynamic=bool(opt.dynamic),
                                                      batch_size=opt.batch_size, opset=opt.opset),
-            "tflite": lambda w, imgsz, half: export_tflite(w, imgsz, batch_size=opt.batch_size)}  # YOLOv5's needs TF
+            "tflite": lambda w, imgsz, half: export_tflite(w, imgsz, batch_size=opt.batch_size),  # YOLOv5's needs TF
+            "coreml": lambda w, imgsz, half: export_coreml(w, imgsz, batch_size=opt.batch_size)}  # see its docstring
     native = [fmt for fmt in include if fmt not in ours]
     for weights in weights_list(opt):
         start = time.time()

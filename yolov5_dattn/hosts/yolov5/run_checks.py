@@ -145,11 +145,13 @@ def check_export(opt, models, sampler: Optional[str] = None) -> None:
     if "ncnn" in include and sampler == "gather":
         raise UserError("--sampler gather: NCNN has no layer for the Gather sampler's index arithmetic; --include "
                         "ncnn uses NCNN's own GridSample layer: remove --sampler (or export ncnn separately)")
-    if "tflite" in include and (getattr(opt, "dynamic", False) or getattr(opt, "int8", False)):
-        flag = "--dynamic" if getattr(opt, "dynamic", False) else "--int8"
-        raise UserError(f"--include tflite {flag}: the LiteRT export is fp32 at a fixed batch and size (YOLOv5's "
-                        f"own TFLite files are fixed-size too): remove {flag} (int8 LiteRT: the ultralytics host's "
-                        f"yolov5-dattn yolo export format=litert quantize=8)")
+    for fmt in ("tflite", "coreml"):
+        if fmt in include and (getattr(opt, "dynamic", False) or getattr(opt, "int8", False)):
+            flag = "--dynamic" if getattr(opt, "dynamic", False) else "--int8"
+            raise UserError(f"--include {fmt} {flag}: the {'LiteRT' if fmt == 'tflite' else 'CoreML'} export is fp32 "
+                            f"at a fixed batch and size: remove {flag}" + (
+                                " (int8 LiteRT: the ultralytics host's yolov5-dattn yolo export format=litert "
+                                "quantize=8)" if fmt == "tflite" else ""))
     check_formats(opt, include, has_dattention, models)
 
 

@@ -1,0 +1,81 @@
+"""`--include coreml` for YOLOv5 models with DAttention: an fp32 ML program (`best.mlpackage`) through `torch.export`.
+
+    yolov5-dattn export --weights best.pt --include coreml --imgsz 640   # -> best.mlpackage
+
+YOLOv5 7.0.14's CoreML export traces with TorchScript, whose coremltools frontend fails under NumPy 2.4 for any
+YOLO model, the stock one included (coremltools 9.0's `aten::Int` converter calls int() on a 1-element array;
+coremltools issue 2633). coremltools' `torch.export` frontend has no such step, so this exporter converts the
+`ExportedProgram` (with PyTorch's default decompositions: coremltools has no converter for the raw `__and__`
+node the Gather sampler's masks leave). DAttention runs with the Gather sampler (CoreML has no GridSample;
+`export_sampler`).
+
+The model: input "images" (B, 3, H, W) in [0, 1] as a tensor, output YOLOv5's raw (B, anchors, 5 + nc), batch and
+size fixed at export, fp32 compute (`compute_precision` FLOAT32), iOS 17 / macOS 14 or later; stride and names in
+its user-defined metadata. coremltools cannot run a model off macOS: here the package is converted and its spec
+checked, not executed. Written to a temp folder and renamed when complete.
+"""
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+__all__ = ["COREML_SUFFIX", "coreml_output", "export_coreml"]
+
+COREML_SUFFIX = ".mlpackage"
+
+
+def coreml_output(weights) -> Path:
+    """Where `--include coreml` writes for `weights`: best.pt -> best.mlpackage (a folder)."""
+    return Path(weights).with_suffix(COREML_SUFFIX)
+
+
+def export_coreml(weights, imgsz: Sequence[int], batch_size: int = 1) -> Path:
+    """Export YOLOv5 checkpoint `weights` to a CoreML ML program (`coreml_output(weights)`), traced on the CPU.
+
+    Args:
+        weights: a YOLOv5 .pt; imgsz: [h, w] (or [size]), multiples of the model's stride; batch_size: the batch
+            the model is built for.
+    Returns: the .mlpackage folder; it maps "images" (B, 3, H, W) in [0, 1] to (B, anchors, 5 + nc).
+    """
+    import coremltools as ct
+    from yolov5.models.experimental import attempt_load
+    from yolov5.models.yolo import Detect
+    from yolov5.utils.general import LOGGER, check_img_size
+
+    from yolov5_dattn.nn.sampler_switch import sampler
+
+    model = attempt_load(str(weights), device=torch.device("cpu"), inplace=True, fuse=False)
+    with torch.no_grad():  # fused under no_grad: torch.export cannot register non-leaf fused weights
+        model = model.fuse().eval()
+    stride = int(max(model.stride))
+    imgsz = list(imgsz) * (2 if len(imgsz) == 1 else 1)
+    imgsz = [check_img_size(x, stride) for x in imgsz]
+    for m in model.modules():
+        if isinstance(m, Detect):  # one output tensor, no in-place writes
+            m.inplace, m.dynamic, m.export = False, False, True
+    im = torch.zeros(max(int(batch_size), 1), 3, *imgsz)
+    with torch.no_grad():
+        model(im)  # builds the Detect grids at this size
+        program = torch.export.export(model, (im,)).run_decompositions()
+
+    LOGGER.info(f"\nCoreML: starting export with coremltools {ct.__version__} at {imgsz}, sampler {sampler()}...")
+    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+    mlmodel = ct.convert(program, inputs=[ct.TensorType("images", shape=tuple(im.shape))],
+                         outputs=[ct.TensorType("output0")], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT32,
+                         skip_model_load=True)  # loading compiles it, which needs macOS
+    mlmodel.user_defined_metadata.update({"stride": str(stride), "names": str(names), "imgsz": str(imgsz),
+                                          "batch": str(int(im.shape[0]))})
+    out = coreml_output(weights)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{COREML_SUFFIX}")  # coremltools wants the suffix
+    try:
+        mlmodel.save(str(tmp))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    LOGGER.info(f"CoreML: export success, saved as {out}")
+    return out
