@@ -78,3 +78,15 @@ def copy_into(path: Path, folder: Path) -> Path:
     """A byte copy of `path` in `folder` (an export writes beside its checkpoint)."""
     (folder / path.name).write_bytes(path.read_bytes())
     return folder / path.name
+
+
+def export_copy(checkpoint: Path, folder: Path, *flags) -> Path:
+    """Copy the YOLOv5 `checkpoint` into a new `folder` and export it there on the CPU with `yolov5-dattn export`
+    `flags`; asserts exit 0 and that the export's sampler was for its run only. Returns the folder."""
+    from conftest import run_task
+    from yolov5_dattn.nn.sampler_switch import sampler
+    folder.mkdir()
+    weights = copy_into(checkpoint, folder)
+    assert run_task("export", "--weights", weights, "--device", "cpu", *flags) == 0
+    assert sampler() == "grid_sample"
+    return folder

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from calibrated_models import copy_into
+from calibrated_models import copy_into, export_copy
 from conftest import run_task
-from yolov5_dattn.nn.sampler_switch import sampler
 
 
 def _program(package: Path):
@@ -36,12 +35,8 @@ def _program(package: Path):
 def test_yolov5_coreml_export_writes_a_valid_ml_program(calibrated_yolov5, tmp_path):
     checkpoint, pytorch = calibrated_yolov5
     for b, h, w in ((1, 64, 96), (2, 96, 64)):
-        folder = tmp_path / f"{b}x{h}x{w}"
-        folder.mkdir()
-        weights = copy_into(checkpoint, folder)
-        assert run_task("export", "--weights", weights, "--imgsz", h, w, "--batch-size", b, "--device", "cpu",
-                        "--include", "coreml") == 0
-        assert sampler() == "grid_sample"  # the export's Gather sampler was for its run only
+        folder = export_copy(checkpoint, tmp_path / f"{b}x{h}x{w}", "--imgsz", h, w, "--batch-size", b,
+                             "--include", "coreml")
         assert sorted(p.name for p in folder.iterdir()) == ["best.mlpackage", "best.pt"]  # no temp folder
         spec, ops = _program(folder / "best.mlpackage")
         assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 8  # iOS 17

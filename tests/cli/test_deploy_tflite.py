@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibrated_models import assert_varies, copy_into
+from calibrated_models import assert_varies, copy_into, export_copy
 from conftest import run_task
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.sampler_switch import sampler, sampler_set_to
@@ -78,12 +78,8 @@ def test_dattention_in_litert_equals_pytorch(ratio, tmp_path):
 def test_yolov5_tflite_export_runs_in_litert_and_detect(calibrated_yolov5, demo, tmp_path):
     checkpoint, pytorch = calibrated_yolov5
     for b, h, w in ((1, 64, 96), (2, 96, 64), (1, 64, 64)):  # the last for val, which runs exports square
-        folder = tmp_path / f"{b}x{h}x{w}"
-        folder.mkdir()
-        weights = copy_into(checkpoint, folder)
-        assert run_task("export", "--weights", weights, "--imgsz", h, w, "--batch-size", b, "--device", "cpu",
-                        "--include", "tflite") == 0
-        assert sampler() == "grid_sample"  # the export's Gather sampler was for its run only
+        folder = export_copy(checkpoint, tmp_path / f"{b}x{h}x{w}", "--imgsz", h, w, "--batch-size", b,
+                             "--include", "tflite")
         assert sorted(p.name for p in folder.iterdir()) == ["best-fp32.tflite", "best.pt"]  # no temp file
         model = folder / "best-fp32.tflite"
         with zipfile.ZipFile(model) as zf:  # where DetectMultiBackend reads stride and names

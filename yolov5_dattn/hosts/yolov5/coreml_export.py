@@ -40,34 +40,23 @@ def export_coreml(weights, imgsz: Sequence[int], batch_size: int = 1) -> Path:
     Returns: the .mlpackage folder; it maps "images" (B, 3, H, W) in [0, 1] to (B, anchors, 5 + nc).
     """
     import coremltools as ct
-    from yolov5.models.experimental import attempt_load
-    from yolov5.models.yolo import Detect
-    from yolov5.utils.general import LOGGER, check_img_size
+    from yolov5.utils.general import LOGGER
 
     from yolov5_dattn.nn.sampler_switch import sampler
 
-    model = attempt_load(str(weights), device=torch.device("cpu"), inplace=True, fuse=False)
-    with torch.no_grad():  # fused under no_grad: torch.export cannot register non-leaf fused weights
-        model = model.fuse().eval()
-    stride = int(max(model.stride))
-    imgsz = list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    imgsz = [check_img_size(x, stride) for x in imgsz]
-    for m in model.modules():
-        if isinstance(m, Detect):  # one output tensor, no in-place writes
-            m.inplace, m.dynamic, m.export = False, False, True
-    im = torch.zeros(max(int(batch_size), 1), 3, *imgsz)
+    from .traced_export import export_model
+    loaded = export_model(weights, imgsz, batch_size)
     with torch.no_grad():
-        model(im)  # builds the Detect grids at this size
-        program = torch.export.export(model, (im,)).run_decompositions()
+        program = torch.export.export(loaded.model, (loaded.im,)).run_decompositions()
 
-    LOGGER.info(f"\nCoreML: starting export with coremltools {ct.__version__} at {imgsz}, sampler {sampler()}...")
-    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
-    mlmodel = ct.convert(program, inputs=[ct.TensorType("images", shape=tuple(im.shape))],
+    LOGGER.info(f"\nCoreML: starting export with coremltools {ct.__version__} at {loaded.imgsz}, "
+                f"sampler {sampler()}...")
+    mlmodel = ct.convert(program, inputs=[ct.TensorType("images", shape=tuple(loaded.im.shape))],
                          outputs=[ct.TensorType("output0")], convert_to="mlprogram",
                          minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT32,
                          skip_model_load=True)  # loading compiles it, which needs macOS
-    mlmodel.user_defined_metadata.update({"stride": str(stride), "names": str(names), "imgsz": str(imgsz),
-                                          "batch": str(int(im.shape[0]))})
+    mlmodel.user_defined_metadata.update({"stride": str(loaded.stride), "names": str(loaded.names),
+                                          "imgsz": str(loaded.imgsz), "batch": str(int(loaded.im.shape[0]))})
     out = coreml_output(weights)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{COREML_SUFFIX}")  # coremltools wants the suffix
     try:

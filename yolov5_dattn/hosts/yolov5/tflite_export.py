@@ -85,28 +85,17 @@ def export_tflite(weights, imgsz: Sequence[int], batch_size: int = 1) -> Path:
             the file is built for.
     Returns: the .tflite file (see the module docstring for its input and output).
     """
-    from yolov5.models.experimental import attempt_load
-    from yolov5.models.yolo import Detect
-    from yolov5.utils.general import LOGGER, check_img_size
+    from yolov5.utils.general import LOGGER
 
     from yolov5_dattn.nn.sampler_switch import sampler
 
-    model = attempt_load(str(weights), device=torch.device("cpu"), inplace=True, fuse=False)
-    with torch.no_grad():  # fused under no_grad: else the fused weights are non-leaf copies, which torch.export
-        model = model.fuse().eval()  # (under litert-torch) cannot register back as parameters
-    stride = int(max(model.stride))
-    imgsz = list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    imgsz = [check_img_size(x, stride) for x in imgsz]
-    for m in model.modules():
-        if isinstance(m, Detect):  # one detection tensor, no in-place writes (the converter traces functionally)
-            m.inplace, m.dynamic, m.export = False, False, True
-    im = torch.zeros(max(int(batch_size), 1), *imgsz, 3)
-    wrapped = YOLOv5TFLiteIO(model, *imgsz).eval()
-    with torch.no_grad():
-        wrapped(im)  # builds the Detect grids at this size
+    from .traced_export import export_model
+    loaded = export_model(weights, imgsz, batch_size)
+    im = loaded.im.permute(0, 2, 3, 1).contiguous()  # NHWC, as YOLOv5's TensorFlow formats
+    wrapped = YOLOv5TFLiteIO(loaded.model, *loaded.imgsz).eval()
 
     import litert_torch
-    LOGGER.info(f"\nLiteRT: starting export with litert-torch {litert_torch.__version__} at {imgsz}, "
+    LOGGER.info(f"\nLiteRT: starting export with litert-torch {litert_torch.__version__} at {loaded.imgsz}, "
                 f"sampler {sampler()}...")
     out = tflite_output(weights)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -115,9 +104,8 @@ def export_tflite(weights, imgsz: Sequence[int], batch_size: int = 1) -> Path:
             litert_torch.convert(wrapped, (im,)).export(str(tmp))
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise RuntimeError(f"litert-torch wrote no model from {weights}")
-        names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
         with zipfile.ZipFile(tmp, "a", zipfile.ZIP_DEFLATED) as zf:  # read back with ast.literal_eval
-            zf.writestr("meta.txt", repr({"stride": stride, "names": names}))
+            zf.writestr("meta.txt", repr({"stride": loaded.stride, "names": loaded.names}))
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
