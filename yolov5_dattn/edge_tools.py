@@ -8,11 +8,10 @@ ever installed at run time (ultralytics would run pip for a missing exporter dep
 The check looks packages up without importing them (`importlib.util.find_spec`), so it is cheap, runs before any
 work, and a module made unimportable (`sys.modules[name] = None`) counts as missing.
 """
-import importlib.metadata
 import importlib.util
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["EDGE_EXTRA", "EDGE_NEEDS", "INT8_NEEDS", "coreml_refusal", "edge_refusal", "missing_tools"]
+__all__ = ["EDGE_EXTRA", "EDGE_NEEDS", "INT8_NEEDS", "edge_refusal", "missing_tools"]
 
 EDGE_EXTRA = 'pip install "yolov5-dattn[edge]"'
 
@@ -56,27 +55,3 @@ def edge_refusal(fmt: str, flag: str, int8: bool = False) -> Optional[str]:
     return (f"{what} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
             f"{EDGE_EXTRA} (nothing was exported)")
 
-
-def _version(dist: str) -> Optional[Tuple[int, ...]]:
-    try:
-        return tuple(int(p) for p in importlib.metadata.version(dist).split(".")[:2])
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        return None
-
-
-def coreml_refusal(flag: str) -> Optional[str]:
-    """The one-line refusal for ultralytics' CoreML export where coremltools cannot convert its trace, else None.
-
-    ultralytics traces with TorchScript, and coremltools up to 9.0 converts no TorchScript YOLO model under
-    NumPy >= 2.4 (its `aten::Int` converter calls int() on a 1-element array; ultralytics would pip-install
-    numpy<=2.3.5 instead). YOLOv5's `--include coreml` converts through `torch.export` and is not affected
-    (`hosts/yolov5/coreml_export.py`).
-    """
-    coreml, numpy = _version("coremltools"), _version("numpy")
-    if coreml is None or numpy is None or coreml > (9, 0) or numpy < (2, 4):
-        return None
-    what = f"{flag}coreml" if flag.endswith("=") else f"{flag} coreml"
-    return (f"{what}: ultralytics' CoreML export traces with TorchScript, which coremltools "
-            f"{'.'.join(map(str, coreml))} cannot convert under NumPy {'.'.join(map(str, numpy))} (coremltools "
-            f"issue 2633): export in a Python environment with numpy<2.4, or use format=onnx, openvino or litert "
-            f"(nothing was exported)")

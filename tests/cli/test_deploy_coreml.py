@@ -3,8 +3,8 @@
 coremltools cannot run a model off macOS, so these tests convert and validate: `yolov5-dattn export --include
 coreml` writes `best.mlpackage`, an fp32 ML program whose input, output, metadata and operations are what
 `coreml_export` documents, with DAttention's sampling as Gather (no `resample`, CoreML's GridSample), at batch 1
-(64×96) and batch 2 (96×64); the flags it cannot honour are refused in one line. ultralytics' own CoreML export is
-refused where coremltools cannot convert its trace (tests/cli/test_deploy_edge.py).
+(64×96) and batch 2 (96×64); `yolov5-dattn yolo export format=coreml` writes ultralytics' `.mlpackage` (its
+`image` input, its metadata) the same way; the options neither can honour are refused in one line.
 """
 from collections import Counter
 from pathlib import Path
@@ -60,3 +60,35 @@ def test_yolov5_coreml_refuses_what_it_cannot_write(flag, calibrated_yolov5, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --include coreml {flag}: ") and "remove " + flag in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+# ---- ultralytics -------------------------------------------------------------------------------------------------
+def _yolo(*args):
+    from yolov5_dattn.cli.yolo import main
+    return main([*map(str, args)])
+
+
+def test_ultralytics_coreml_export_writes_a_valid_ml_program(calibrated_ultralytics, tmp_path):
+    checkpoint, pytorch = calibrated_ultralytics
+    weights = copy_into(checkpoint, tmp_path)
+    assert _yolo("export", f"model={weights}", "format=coreml", "imgsz=[64,96]") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.mlpackage", "u.pt"]
+    spec, ops = _program(tmp_path / "u.mlpackage")
+    assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 8
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert inp.name == "image" and inp.type.WhichOneof("Type") == "imageType"  # as ultralytics' own export
+    assert (inp.type.imageType.height, inp.type.imageType.width) == (64, 96)
+    assert list(out.type.multiArrayType.shape) == list(pytorch(torch.zeros(1, 3, 64, 96)).shape)
+    meta = spec.description.metadata.userDefined
+    assert meta["stride"] == "32" and meta["task"] == "detect" and meta["imgsz"] == "[64, 96]"
+    assert "resample" not in ops and ops["gather"] >= 1 and ops["floor"] >= 1, dict(ops)
+
+
+@pytest.mark.parametrize("option,key", [("nms=True", "nms"), ("dynamic=True", "dynamic"), ("quantize=16", "quantize"),
+                                        ("half=True", "quantize")])  # ultralytics reads half=True as quantize=16
+def test_ultralytics_coreml_refuses_what_it_cannot_write(option, key, calibrated_ultralytics, tmp_path, capsys):
+    weights = copy_into(calibrated_ultralytics[0], tmp_path)
+    assert _yolo("export", f"model={weights}", "format=coreml", "imgsz=64", option) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"format=coreml {key}=" in err[0] and f"remove {key}=" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt"]

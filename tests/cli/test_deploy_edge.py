@@ -235,23 +235,3 @@ def test_ultralytics_int8_needs_data(fmt, calibrated_ultralytics, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"format={fmt} quantize=8 calibrates on your images: pass data=" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt"]
-
-
-# ---- ultralytics' CoreML export where coremltools cannot convert its trace --------------------------------------
-def test_ultralytics_coreml_is_refused_where_coremltools_cannot_convert(monkeypatch, calibrated_ultralytics,
-                                                                        tmp_path, capsys):
-    """ultralytics traces with TorchScript, which coremltools <= 9.0 cannot convert under NumPy >= 2.4
-    (docs/deploy.md): refused before any work, in one line; other version pairs are left to ultralytics. YOLOv5's
-    --include coreml converts through torch.export instead (tests/cli/test_deploy_coreml.py)."""
-    from yolov5_dattn import edge_tools
-    versions = {"coremltools": (9, 0), "numpy": (2, 4)}
-    monkeypatch.setattr(edge_tools, "_version", lambda dist: versions.get(dist))
-    weights = copy_into(calibrated_ultralytics[0], tmp_path)
-    assert _yolo("export", f"model={weights}", "format=coreml", "imgsz=64") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: yolov5-dattn yolo: format=coreml: ultralytics' CoreML export "
-                                               "traces with TorchScript") and "numpy<2.4" in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == [weights.name]
-    for coreml, numpy in (((9, 0), (2, 3)), ((9, 1), (2, 4)), (None, (2, 4))):
-        versions.update(coremltools=coreml, numpy=numpy)
-        assert edge_tools.coreml_refusal("format=") is None, (coreml, numpy)

@@ -26,11 +26,13 @@ STEPS: List[Step] = [
     Step("ddp workers", "plugin", "utils.dist.generate_ddp_file", "utils/dist.py:51",
          "multi-GPU workers rebuild the trainer with our blocks (a YAML's name alone would not import them), and "
          "with the launching process's policy"),
-    Step("edge exports", "plugin", "utils.export.ncnn.torch2ncnn, utils.export.mnn.onnx2mnn",
-         "utils/export/ncnn.py:12, utils/export/mnn.py:11",
+    Step("edge exports", "plugin", "utils.export.ncnn.torch2ncnn, utils.export.mnn.onnx2mnn, "
+         "engine.exporter.Exporter.export_coreml",
+         "utils/export/ncnn.py:12, utils/export/mnn.py:11, engine/exporter.py:1384",
          "NCNN has no layer for baddbmm, expand_as or the gather sampler's index arithmetic: the pnnx trace runs "
          "with MatMul / broadcasting forms and grid_sample, which pnnx maps to NCNN's GridSample; MNN's converter "
-         "is imported without its logger (which would pip install and upload usage logs)"),
+         "is imported without its logger (which would pip install and upload usage logs); CoreML converts the "
+         "torch.export program (coremltools' TorchScript frontend converts no YOLO model under NumPy 2.4)"),
     Step("offline", "policy", "utils.ONLINE, checks.check_font / check_requirements / check_amp, OpenVINO "
          "telemetry", "utils/__init__.py:1013, utils/checks.py:436, 527, 987",
          "no network: no font or weight download, no pip install; the AMP check compares the model being trained "

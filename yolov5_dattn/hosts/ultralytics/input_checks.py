@@ -29,7 +29,7 @@ from yolov5_dattn import patching
 from yolov5_dattn.errors import UserError, first_sentence
 from .pretrained_check import message
 
-__all__ = ["FORMAT_ALIASES", "InputError", "STEP", "WHY", "apply", "canonical_format", "check_args", "check_data", "check_device", "check_format",
+__all__ = ["FORMAT_ALIASES", "InputError", "STEP", "WHY", "apply", "canonical_format", "check_args", "coreml_refusal", "check_data", "check_device", "check_format",
            "check_model_file", "check_model_yaml", "check_numbers", "check_optimizer", "check_project",
            "check_run", "check_source", "run_args"]
 
@@ -174,6 +174,20 @@ def canonical_format(value) -> str:
     """format= as the Exporter will run it: lower case, aliases resolved ('tflite' -> 'litert')."""
     fmt = str(value).lower()
     return FORMAT_ALIASES.get(fmt, fmt)
+
+
+def coreml_refusal(cfg: Mapping[str, Any]) -> Optional[str]:
+    """Why format=coreml cannot run with these options (one line), or None: the CoreML export here
+    (`edge_export.export_coreml`) is an fp32 ML program at a fixed size, without NMS."""
+    if str(cfg.get("format")).lower() == "mlmodel":
+        return ("format=mlmodel: the legacy neural-network CoreML file is not offered: use format=coreml (an ML "
+                "program, .mlpackage)")
+    for key, unsupported in (("nms", bool(cfg.get("nms"))), ("dynamic", bool(cfg.get("dynamic"))),
+                             ("half", bool(cfg.get("half"))), ("quantize", cfg.get("quantize") not in (None, 32))):
+        if unsupported:
+            return (f"format=coreml {key}={cfg.get(key)}: the CoreML export is an fp32 ML program at a fixed size "
+                    f"without NMS: remove {key}=")
+    return None
 
 
 def check_format(value) -> None:
@@ -558,10 +572,10 @@ def check_run(owner, mode: str, kwargs: Mapping[str, Any]) -> None:
         check_optimizer(cfg.get("optimizer"))
     if mode == "export":
         check_format(cfg.get("format"))
-        from yolov5_dattn.edge_tools import coreml_refusal, edge_refusal  # a converter that cannot run: before any work
+        from yolov5_dattn.edge_tools import edge_refusal  # a converter that is missing: before any work
         fmt = canonical_format(cfg.get("format"))
         reason = edge_refusal(fmt, "format=", cfg.get("quantize") == 8) or (
-            coreml_refusal("format=") if fmt == "coreml" else None)
+            coreml_refusal(cfg) if fmt == "coreml" else None)
         from torch import nn
         from yolov5_dattn.sparse_export import sparse_refusal  # sparse queries a target cannot run: before any work
         model = getattr(owner, "model", None)
