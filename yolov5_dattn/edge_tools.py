@@ -1,6 +1,7 @@
 """Which Python packages each deployment format's converter and runtime need, on both hosts, and the one-line
-refusal when one is missing (`tflite` is YOLOv5's name and ultralytics' old name for `litert`). They come with the `edge` extra (`pip install "yolov5-dattn[edge]"`); nothing is
-ever installed at run time (ultralytics would run pip for a missing exporter dependency).
+refusal when one is missing (`tflite` is YOLOv5's name and ultralytics' old name for `litert`). They come with the
+`edge` extra (`pip install "yolov5-dattn[edge]"`); nothing is ever installed at run time (ultralytics would run pip
+for a missing exporter dependency).
 
     missing_tools("ncnn")              # ['pnnx'] when pnnx is not installed, [] when it can run
     edge_refusal("ncnn", "--include")  # '--include ncnn needs pnnx, ...' or None
@@ -54,4 +55,3 @@ def edge_refusal(fmt: str, flag: str, int8: bool = False) -> Optional[str]:
         what += " with int8 quantization" if flag.endswith("=") else " --int8"
     return (f"{what} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
             f"{EDGE_EXTRA} (nothing was exported)")
-

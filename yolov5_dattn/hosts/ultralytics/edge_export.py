@@ -80,8 +80,8 @@ def apply() -> None:
     from ultralytics.engine.exporter import Exporter, try_export
     with patching.applying(STEP):
         if not patching.is_patched(Exporter, "export_coreml", WHY_COREML):
-            patching.patch(Exporter, "export_coreml", functools.wraps(Exporter.export_coreml)(try_export(export_coreml)),
-                           why=WHY_COREML)
+            replacement = functools.wraps(Exporter.export_coreml)(try_export(export_coreml))
+            patching.patch(Exporter, "export_coreml", replacement, why=WHY_COREML)
         if not patching.is_patched(ncnn_export, "torch2ncnn", WHY):
             patching.patch(ncnn_export, "torch2ncnn", _ncnn_trace(ncnn_export.torch2ncnn), why=WHY)
         if not patching.is_patched(mnn_export, "onnx2mnn", WHY_MNN):

@@ -29,9 +29,9 @@ from yolov5_dattn import patching
 from yolov5_dattn.errors import UserError, first_sentence
 from .pretrained_check import message
 
-__all__ = ["FORMAT_ALIASES", "InputError", "STEP", "WHY", "apply", "canonical_format", "check_args", "coreml_refusal", "check_data", "check_device", "check_format",
-           "check_model_file", "check_model_yaml", "check_numbers", "check_optimizer", "check_project",
-           "check_run", "check_source", "run_args"]
+__all__ = ["FORMAT_ALIASES", "InputError", "STEP", "WHY", "apply", "canonical_format", "check_args", "check_data",
+           "check_device", "check_format", "check_model_file", "check_model_yaml", "check_numbers", "check_optimizer",
+           "check_project", "check_run", "check_source", "coreml_refusal", "run_args"]
 
 STEP = "input checks"
 WHY = "bad input (data, model, source, numbers, device, project) is refused before the run folder is made"

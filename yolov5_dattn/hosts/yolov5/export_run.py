@@ -21,10 +21,10 @@ def run_export(module, opt, sampler: Optional[str] = None) -> None:
     """
     from yolov5_dattn.export_sampler import export_sampler
     from yolov5_dattn.nn.sampler_switch import sampler_set_to
+    from .coreml_export import export_coreml
     from .deploy import openvino_half_on_cpu, output_path
     from .mnn_export import export_mnn
     from .ncnn_export import export_ncnn
-    from .coreml_export import export_coreml
     from .tflite_export import export_tflite
     include = export_formats_requested(opt)
     ours = {"ncnn": export_ncnn,  # formats YOLOv5's export.run does not have
