@@ -78,6 +78,12 @@ def run_task(task: str, *args: str, callbacks=None) -> int:
     return main(task, [str(a) for a in args], callbacks=callbacks)
 
 
+def run_yolo(*args) -> int:
+    """Run `yolov5-dattn yolo <args>` (the ultralytics host) in this process; returns its exit status."""
+    from yolov5_dattn.cli.yolo import main
+    return main([str(a) for a in args])
+
+
 @pytest.fixture(scope="session")
 def trained_det(demo, network_attempts, tmp_path_factory) -> Path:
     """A detection run of `yolov5n_c3_dattn` (1 epoch, plots on); returns its run folder."""

@@ -12,7 +12,7 @@ work, and a module made unimportable (`sys.modules[name] = None`) counts as miss
 import importlib.util
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["EDGE_EXTRA", "EDGE_NEEDS", "INT8_NEEDS", "edge_refusal", "missing_tools"]
+__all__ = ["EDGE_EXTRA", "EDGE_NEEDS", "INT8_NEEDS", "edge_refusal", "installed", "missing_tools"]
 
 EDGE_EXTRA = 'pip install "yolov5-dattn[edge]"'
 
@@ -29,7 +29,7 @@ EDGE_NEEDS: Dict[str, Tuple[Tuple[str, str], ...]] = {
 INT8_NEEDS: Tuple[Tuple[str, str], ...] = (("nncf", "nncf"),)
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
     """Whether `module` can be imported, without importing it (a `sys.modules[module] = None` entry: no)."""
     try:
         return importlib.util.find_spec(module) is not None
@@ -41,7 +41,7 @@ def missing_tools(fmt: str, int8: bool = False) -> List[str]:
     """The pip packages format `fmt` (lower case) needs and this Python lacks; `int8`: quantized with NNCF
     (OpenVINO). [] for a format not in `EDGE_NEEDS` without int8."""
     needs = EDGE_NEEDS.get(fmt, ()) + (INT8_NEEDS if int8 and fmt == "openvino" else ())
-    return [pip for module, pip in needs if not _installed(module)]
+    return [pip for module, pip in needs if not installed(module)]
 
 
 def edge_refusal(fmt: str, flag: str, int8: bool = False) -> Optional[str]:

@@ -4,7 +4,8 @@ coremltools cannot run a model off macOS, so these tests convert and validate: `
 coreml` writes `best.mlpackage`, an fp32 ML program whose input, output, metadata and operations are what
 `coreml_export` documents, with DAttention's sampling as Gather (no `resample`, CoreML's GridSample), at batch 1
 (64×96) and batch 2 (96×64); `yolov5-dattn yolo export format=coreml` writes ultralytics' `.mlpackage` (its
-`image` input, its metadata) the same way; the options neither can honour are refused in one line.
+`image` input, its metadata) the same way; the options it cannot honour are refused in one line (YOLOv5's:
+tests/cli/test_deploy_edge.py).
 """
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from calibrated_models import copy_into, export_copy
-from conftest import run_task
+from conftest import run_yolo
 
 
 def _program(package: Path):
@@ -53,25 +54,11 @@ def test_yolov5_coreml_export_writes_a_valid_ml_program(calibrated_yolov5, tmp_p
         print(f"coreml {b}x{h}x{w}: {sum(ops.values())} ops, {ops['conv']} conv, {ops['gather']} gather")
 
 
-@pytest.mark.parametrize("flag", ["--dynamic", "--int8"])
-def test_yolov5_coreml_refuses_what_it_cannot_write(flag, calibrated_yolov5, tmp_path, capsys):
-    weights = copy_into(calibrated_yolov5[0], tmp_path)
-    assert run_task("export", "--weights", weights, "--include", "coreml", flag) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: --include coreml {flag}: ") and "remove " + flag in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
-
-
 # ---- ultralytics -------------------------------------------------------------------------------------------------
-def _yolo(*args):
-    from yolov5_dattn.cli.yolo import main
-    return main([*map(str, args)])
-
-
 def test_ultralytics_coreml_export_writes_a_valid_ml_program(calibrated_ultralytics, tmp_path):
     checkpoint, pytorch = calibrated_ultralytics
     weights = copy_into(checkpoint, tmp_path)
-    assert _yolo("export", f"model={weights}", "format=coreml", "imgsz=[64,96]") == 0
+    assert run_yolo("export", f"model={weights}", "format=coreml", "imgsz=[64,96]") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.mlpackage", "u.pt"]
     spec, ops = _program(tmp_path / "u.mlpackage")
     assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 8
@@ -88,7 +75,7 @@ def test_ultralytics_coreml_export_writes_a_valid_ml_program(calibrated_ultralyt
                                         ("half=True", "quantize")])  # ultralytics reads half=True as quantize=16
 def test_ultralytics_coreml_refuses_what_it_cannot_write(option, key, calibrated_ultralytics, tmp_path, capsys):
     weights = copy_into(calibrated_ultralytics[0], tmp_path)
-    assert _yolo("export", f"model={weights}", "format=coreml", "imgsz=64", option) == 2
+    assert run_yolo("export", f"model={weights}", "format=coreml", "imgsz=64", option) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"format=coreml {key}=" in err[0] and f"remove {key}=" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt"]

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from calibrated_models import assert_varies, copy_into
-from conftest import REPO, run_task
+from conftest import REPO, run_task, run_yolo
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.ncnn_forms import ncnn_forms
 from yolov5_dattn.nn.sampler_switch import sampler
@@ -117,11 +117,6 @@ def test_yolov5_ncnn_with_gather_sampler_is_refused(calibrated_yolov5, tmp_path,
 
 
 # ---- ultralytics -------------------------------------------------------------------------------------------------
-def _yolo(*args):
-    from yolov5_dattn.cli.yolo import main
-    return main([*map(str, args)])
-
-
 def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(calibrated_ultralytics, tmp_path):
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
@@ -130,7 +125,7 @@ def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(calibrated_ultraly
         work = tmp_path / f"{h}x{w}"
         work.mkdir()
         weights = copy_into(checkpoint, work)
-        assert _yolo("export", f"model={weights}", "format=ncnn", f"imgsz=[{h},{w}]") == 0
+        assert run_yolo("export", f"model={weights}", "format=ncnn", f"imgsz=[{h},{w}]") == 0
         assert sampler() == "grid_sample"
         folder = work / "u_ncnn_model"
         assert sorted(p.name for p in work.iterdir()) == ["u.pt", "u_ncnn_model"]  # no staging or pnnx scratch
@@ -156,7 +151,7 @@ def test_ultralytics_ncnn_export_runs_in_ncnn_and_autobackend(calibrated_ultraly
 
 def test_ultralytics_ncnn_with_gather_sampler_is_refused(calibrated_ultralytics, tmp_path, capsys):
     weights = copy_into(calibrated_ultralytics[0], tmp_path)
-    assert _yolo("export", f"model={weights}", "format=ncnn", "sampler=gather") == 2
+    assert run_yolo("export", f"model={weights}", "format=ncnn", "sampler=gather") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sampler=gather: NCNN has no layer" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt"]
@@ -208,6 +203,17 @@ def test_a_missing_converter_is_refused_before_any_work(host, fmt, missing, extr
         assert (tmp_path / "best_ncnn_model" / "model.ncnn.param").is_file()
 
 
+# ---- fixed-size exports (YOLOv5's tflite and coreml) ------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["tflite", "coreml"])
+@pytest.mark.parametrize("flag", ["--dynamic", "--int8"])
+def test_yolov5_fixed_size_exports_refuse_what_they_cannot_write(fmt, flag, calibrated_yolov5, tmp_path, capsys):
+    weights = copy_into(calibrated_yolov5[0], tmp_path)
+    assert run_task("export", "--weights", weights, "--include", fmt, flag) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --include {fmt} {flag}: ") and "remove " + flag in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
 # ---- OpenVINO int8 (ultralytics, NNCF) ---------------------------------------------------------------------------
 def test_ultralytics_openvino_int8_on_the_users_images(calibrated_ultralytics, udata, tmp_path):
     """`format=openvino quantize=8 data=...` calibrates offline (NNCF) on the demo val images, writes a quantized
@@ -216,7 +222,7 @@ def test_ultralytics_openvino_int8_on_the_users_images(calibrated_ultralytics, u
     import xml.etree.ElementTree as ET
     from ultralytics.nn.autobackend import AutoBackend
     weights = copy_into(calibrated_ultralytics[0], tmp_path)
-    assert _yolo("export", f"model={weights}", "format=openvino", "quantize=8", f"data={udata['det_yaml']}",
+    assert run_yolo("export", f"model={weights}", "format=openvino", "quantize=8", f"data={udata['det_yaml']}",
                  "imgsz=64") == 0
     folder = tmp_path / "u_int8_openvino_model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt", "u_int8_openvino_model"]
@@ -231,7 +237,7 @@ def test_ultralytics_openvino_int8_on_the_users_images(calibrated_ultralytics, u
 @pytest.mark.parametrize("fmt", ["openvino", "litert", "tflite"])
 def test_ultralytics_int8_needs_data(fmt, calibrated_ultralytics, tmp_path, capsys):
     weights = copy_into(calibrated_ultralytics[0], tmp_path)
-    assert _yolo("export", f"model={weights}", f"format={fmt}", "quantize=8") == 2
+    assert run_yolo("export", f"model={weights}", f"format={fmt}", "quantize=8") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"format={fmt} quantize=8 calibrates on your images: pass data=" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.pt"]

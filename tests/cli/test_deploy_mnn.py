@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from calibrated_models import assert_varies, copy_into
-from conftest import NETGUARD, REPO, run_task
+from conftest import NETGUARD, REPO, run_task, run_yolo
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.sampler_switch import sampler, sampler_set_to
 
@@ -100,18 +100,13 @@ def test_yolov5_mnn_export_runs_in_mnn(calibrated_yolov5, tmp_path):
 
 
 # ---- ultralytics -------------------------------------------------------------------------------------------------
-def _yolo(*args):
-    from yolov5_dattn.cli.yolo import main
-    return main([*map(str, args)])
-
-
 def test_ultralytics_mnn_export_runs_in_mnn_and_autobackend(calibrated_ultralytics, udata, tmp_path):
     import onnx
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
     checkpoint, pytorch = calibrated_ultralytics
     weights = copy_into(checkpoint, tmp_path)
-    assert _yolo("export", f"model={weights}", "format=mnn", "imgsz=[64,96]", "dynamic=True") == 0
+    assert run_yolo("export", f"model={weights}", "format=mnn", "imgsz=[64,96]", "dynamic=True") == 0
     assert sampler() == "grid_sample"
     # ultralytics keeps the ONNX file it converted from: the Gather sampler's graph
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.mnn", "u.onnx", "u.pt"]

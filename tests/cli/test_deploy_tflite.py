@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from calibrated_models import assert_varies, copy_into, export_copy
-from conftest import run_task
+from conftest import run_task, run_yolo
 from yolov5_dattn.nn import DAttention
 from yolov5_dattn.nn.sampler_switch import sampler, sampler_set_to
 
@@ -103,26 +103,12 @@ def test_yolov5_tflite_export_runs_in_litert_and_detect(calibrated_yolov5, demo,
     assert sorted(p.name for p in (project / "detect").glob("*.png")) == [p.name for p in images]
     assert len(list((project / "detect" / "labels").glob("*.txt"))) == len(images)
     assert "tflite_runtime" not in sys.modules and "tflite_runtime.interpreter" not in sys.modules  # run only
-    assert run_task("val", "--weights", tmp_path / "1x64x64" / "best-fp32.tflite", "--data", demo["det_yaml"], "--imgsz", 64, "--device", "cpu",
-                    "--batch-size", 1, "--project", project, "--name", "val") == 0
+    assert run_task("val", "--weights", tmp_path / "1x64x64" / "best-fp32.tflite", "--data", demo["det_yaml"],
+                    "--imgsz", 64, "--device", "cpu", "--batch-size", 1, "--project", project, "--name", "val") == 0
     assert (project / "val").is_dir()
 
 
-@pytest.mark.parametrize("flag", ["--dynamic", "--int8"])
-def test_yolov5_tflite_refuses_what_it_cannot_write(flag, calibrated_yolov5, tmp_path, capsys):
-    weights = copy_into(calibrated_yolov5[0], tmp_path)
-    assert run_task("export", "--weights", weights, "--include", "tflite", flag) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: --include tflite {flag}: ") and "remove " + flag in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
-
-
 # ---- ultralytics -------------------------------------------------------------------------------------------------
-def _yolo(*args):
-    from yolov5_dattn.cli.yolo import main
-    return main([*map(str, args)])
-
-
 def test_ultralytics_litert_export_runs_in_autobackend(calibrated_ultralytics, udata, tmp_path):
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
@@ -131,7 +117,7 @@ def test_ultralytics_litert_export_runs_in_autobackend(calibrated_ultralytics, u
         folder = tmp_path / fmt
         folder.mkdir()
         weights = copy_into(checkpoint, folder)
-        assert _yolo("export", f"model={weights}", f"format={fmt}", f"imgsz=[{h},{w}]") == 0
+        assert run_yolo("export", f"model={weights}", f"format={fmt}", f"imgsz=[{h},{w}]") == 0
         assert sampler() == "grid_sample"
         assert sorted(p.name for p in folder.iterdir()) == ["u.pt", "u.tflite"]
         x = _images(1, h, w, seed=h)

@@ -11,7 +11,7 @@ The result loads in NCNN and in ultralytics' `AutoBackend` (`model=best_ncnn_mod
 
 CoreML: ultralytics' `export_coreml` traces with TorchScript and asks for numpy<=2.3.5 (pip would install it): under
 NumPy 2.4 coremltools 9.0's TorchScript frontend converts no YOLO model (coremltools issue 2633). `export_coreml`
-here converts the `torch.export` program instead (PyTorch's default decompositions), an fp32 ML program with
+here converts the `torch.export` program instead (`coreml_convert.to_ml_program`), an fp32 ML program with
 ultralytics' input (`image`, an ImageType scaled by 1/255) and metadata; NMS pipelines, `dynamic`, `quantize` and
 the legacy `.mlmodel` are refused by the input checks before any work.
 
@@ -55,16 +55,13 @@ def export_coreml(self, prefix="CoreML:"):
     coremltools into `<model>.mlpackage` (fp32 ML program, iOS 17; input "image" as ultralytics' own, scaled 1/255;
     ultralytics' metadata). Returns the package path."""
     import coremltools as ct
-    import torch
     from ultralytics.utils import LOGGER
+
+    from yolov5_dattn.coreml_convert import to_ml_program
     LOGGER.info(f"\n{prefix} starting export with coremltools {ct.__version__} (torch.export)...")
-    with torch.no_grad():
-        program = torch.export.export(self.model, (self.im,)).run_decompositions()
     layout = ct.colorlayout.GRAYSCALE if self.im.shape[1] == 1 else ct.colorlayout.RGB
-    mlmodel = ct.convert(program, inputs=[ct.ImageType("image", shape=tuple(self.im.shape), scale=1 / 255,
-                                                       color_layout=layout)],
-                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
-                         compute_precision=ct.precision.FLOAT32, skip_model_load=True)  # loading needs macOS
+    mlmodel = to_ml_program(self.model, self.im, [ct.ImageType("image", shape=tuple(self.im.shape), scale=1 / 255,
+                                                               color_layout=layout)])
     mlmodel.short_description = str(self.metadata.get("description", ""))
     mlmodel.user_defined_metadata.update({k: str(v) for k, v in self.metadata.items()})
     f = self.file.with_suffix(".mlpackage")

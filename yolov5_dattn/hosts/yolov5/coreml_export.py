@@ -2,11 +2,8 @@
 
     yolov5-dattn export --weights best.pt --include coreml --imgsz 640   # -> best.mlpackage
 
-YOLOv5 7.0.14's CoreML export traces with TorchScript, whose coremltools frontend fails under NumPy 2.4 for any
-YOLO model, the stock one included (coremltools 9.0's `aten::Int` converter calls int() on a 1-element array;
-coremltools issue 2633). coremltools' `torch.export` frontend has no such step, so this exporter converts the
-`ExportedProgram` (with PyTorch's default decompositions: coremltools has no converter for the raw `__and__`
-node the Gather sampler's masks leave). DAttention runs with the Gather sampler (CoreML has no GridSample;
+YOLOv5 7.0.14's CoreML export traces with TorchScript, which coremltools cannot convert under NumPy 2.4; this one
+converts the `torch.export` program (`coreml_convert.to_ml_program`). DAttention runs with the Gather sampler (CoreML has no GridSample;
 `export_sampler`).
 
 The model: input "images" (B, 3, H, W) in [0, 1] as a tensor, output YOLOv5's raw (B, anchors, 5 + nc), batch and
@@ -19,7 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 __all__ = ["COREML_SUFFIX", "coreml_output", "export_coreml"]
 
@@ -42,19 +38,15 @@ def export_coreml(weights, imgsz: Sequence[int], batch_size: int = 1) -> Path:
     import coremltools as ct
     from yolov5.utils.general import LOGGER
 
+    from yolov5_dattn.coreml_convert import to_ml_program
     from yolov5_dattn.nn.sampler_switch import sampler
 
     from .traced_export import export_model
     loaded = export_model(weights, imgsz, batch_size)
-    with torch.no_grad():
-        program = torch.export.export(loaded.model, (loaded.im,)).run_decompositions()
-
     LOGGER.info(f"\nCoreML: starting export with coremltools {ct.__version__} at {loaded.imgsz}, "
                 f"sampler {sampler()}...")
-    mlmodel = ct.convert(program, inputs=[ct.TensorType("images", shape=tuple(loaded.im.shape))],
-                         outputs=[ct.TensorType("output0")], convert_to="mlprogram",
-                         minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT32,
-                         skip_model_load=True)  # loading compiles it, which needs macOS
+    mlmodel = to_ml_program(loaded.model, loaded.im, [ct.TensorType("images", shape=tuple(loaded.im.shape))],
+                            [ct.TensorType("output0")])
     mlmodel.user_defined_metadata.update({"stride": str(loaded.stride), "names": str(loaded.names),
                                           "imgsz": str(loaded.imgsz), "batch": str(int(loaded.im.shape[0]))})
     out = coreml_output(weights)

@@ -54,14 +54,6 @@ _run_opset: contextvars.ContextVar = contextvars.ContextVar("yolov5_dattn_run_op
 _openvino_fp16: contextvars.ContextVar = contextvars.ContextVar("yolov5_dattn_openvino_fp16", default=False)
 
 
-def _installed(module: str) -> bool:
-    """Whether `module` can be imported, without importing it."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _cuda_requested(device) -> bool:
     """Whether YOLOv5's `--device` value names a CUDA device ('0', '0,1', 'cuda:0'), not 'cpu' / 'mps'."""
     device = str(device or "").strip().lower()
@@ -76,10 +68,10 @@ def refusal(fmt: str, opt, has_dattention: bool) -> Optional[str]:
         has_dattention: the model has DAttention layers.
     """
     import torch
-    from yolov5_dattn.edge_tools import EDGE_NEEDS, edge_refusal
+    from yolov5_dattn.edge_tools import EDGE_NEEDS, edge_refusal, installed
     if fmt in EDGE_NEEDS:
         return edge_refusal(fmt, "--include")
-    missing = [pip for module, pip in _NEEDS.get(fmt, ()) if not _installed(module)]
+    missing = [pip for module, pip in _NEEDS.get(fmt, ()) if not installed(module)]
     if fmt == "engine" and not (torch.cuda.is_available() and _cuda_requested(getattr(opt, "device", "cpu"))):
         return ("--include engine: TensorRT builds its engine on a CUDA GPU: run on a machine with one, with "
                 "--device 0 and the tensorrt package installed (or export --include onnx here)")

@@ -7,18 +7,12 @@ importable, `tflite_runtime.interpreter` names `ai_edge_litert.interpreter`; the
 ends, so nothing outside the run sees them.
 """
 import contextlib
-import importlib.util
 import sys
 import types
 
+from yolov5_dattn.edge_tools import installed
+
 __all__ = ["litert_as_tflite_runtime"]
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 @contextlib.contextmanager
@@ -27,8 +21,8 @@ def litert_as_tflite_runtime(weights):
     `tflite_runtime` nor `tensorflow` is installed but `ai_edge_litert` is: `import tflite_runtime.interpreter`
     gives `ai_edge_litert.interpreter`."""
     weights = weights if isinstance(weights, (list, tuple)) else [weights]
-    wanted = (any(str(w).lower().endswith(".tflite") for w in weights) and not _importable("tflite_runtime")
-              and not _importable("tensorflow") and _importable("ai_edge_litert"))
+    wanted = (any(str(w).lower().endswith(".tflite") for w in weights) and not installed("tflite_runtime")
+              and not installed("tensorflow") and installed("ai_edge_litert"))
     if not wanted:
         yield
         return
